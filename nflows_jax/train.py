@@ -1,0 +1,405 @@
+"""The Optax training loop: a jit-compiled step, progress bar, NaN guard, checkpoints, metrics.
+
+::
+
+    def loss_fn(params, batch, key):             # -> scalar
+        return -jnp.mean(log_prob(flow, params, batch))
+
+    result = fit(loss_fn, params, optax.adam(1e-3), batches(data, 256, seed=0), num_steps=5000,
+                 key=jax.random.PRNGKey(1), checkpoint_dir="runs/moons/ckpt",
+                 metrics_path="runs/moons/metrics.json")
+    result.params, result.opt_state, result.history["loss"]
+
+Determinism and resuming. ``batch_fn(step)`` must be a pure function of the step index and the
+key used at step ``s`` is ``jax.random.fold_in(key, s)``, so a run's trajectory is a function of
+(params, optimizer, batch_fn, key) alone. A checkpoint holds params, optimizer state, the number of
+steps done and the history so far; ``fit`` with the same arguments and the same
+``checkpoint_dir`` picks up at the latest checkpoint and, on CPU, ends with bitwise the same params
+as a run that was never interrupted.
+
+The NaN guard costs no host sync per step. The compiled step itself refuses a non-finite update:
+when the loss or the global gradient norm is not finite it keeps the old params and optimizer
+state and records the step in a flag carried on device; once set, the flag freezes every later
+step too. The host reads the flag where it already syncs (every ``log_every`` steps, before an
+evaluation or a checkpoint, and at the end) and raises ``NonFiniteLossError`` carrying the last
+finite params, i.e. those from before the bad step. At most ``log_every - 1`` frozen steps are
+wasted before the error is raised.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+PRNGKey = jax.Array
+Params = Any
+Batch = Any
+
+LossFn = Callable[[Params, Batch, PRNGKey], Array]
+BatchFn = Callable[[int], Batch]
+EvalFn = Callable[[Params], Mapping[str, float]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training hit a non-finite loss or gradient norm.
+
+    Attributes:
+      step: the 0-based index of the step whose loss or gradient was not finite.
+      params: the last finite params, i.e. those after step ``step - 1`` (the initial params when
+        ``step`` is the first step of the run).
+      opt_state: the optimizer state that goes with ``params``.
+      loss, grad_norm: the offending values (floats; either may be NaN or ±inf).
+    """
+
+    def __init__(
+        self, step: int, params: Params, opt_state: Any, loss: float, grad_norm: float
+    ) -> None:
+        super().__init__(
+            f"non-finite value at step {step}: loss={loss}, gradient norm={grad_norm}. Training "
+            f"stopped; the error's .params are the last finite params (from before step {step})."
+        )
+        self.step = step
+        self.params = params
+        self.opt_state = opt_state
+        self.loss = loss
+        self.grad_norm = grad_norm
+
+
+class TrainResult(NamedTuple):
+    """What ``fit`` returns.
+
+    Attributes:
+      params: the trained params.
+      opt_state: the optimizer state after the last step (to continue training).
+      history: a JSON-serialisable dict, also written to ``metrics_path``:
+        ``log_steps`` / ``loss`` (mean training loss over the steps since the previous log point,
+        one entry per log point), ``eval`` (a list of ``{"step": s, **eval_fn(params)}``),
+        ``num_steps``, ``start_step`` (> 0 when resumed), ``steps_run`` (in this call),
+        ``wall_time_s``, ``steps_per_second`` (this call, compilation included) and
+        ``steps_per_second_after_compile`` (steps after the first, which also compiles).
+        Step numbers count completed steps: log point ``s`` is after ``s`` steps.
+    """
+
+    params: Params
+    opt_state: Any
+    history: dict[str, Any]
+
+
+class _TrainState(NamedTuple):
+    """Everything the compiled step carries; donated to the step and returned fresh."""
+
+    params: Params
+    opt_state: Any
+    step: Array  # int32 (), the index of the next step to run
+    bad_step: Array  # int32 (), the first non-finite step, or -1
+    bad_loss: Array  # float32 (), the loss at bad_step
+    bad_grad_norm: Array  # float32 (), the gradient norm at bad_step
+    loss_sum: Array  # float32 (), sum of accepted losses since the last log point
+
+
+def _make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+    def checked_loss_fn(params: Params, batch: Batch, key: PRNGKey) -> Array:
+        loss = loss_fn(params, batch, key)
+        if jnp.ndim(loss) != 0:  # checked while tracing, before value_and_grad's terser error
+            raise ValueError(f"loss_fn must return a scalar; got shape {jnp.shape(loss)}")
+        return loss
+
+    def train_step(state: _TrainState, batch: Batch, key: PRNGKey) -> _TrainState:
+        step_key = jax.random.fold_in(key, state.step)
+        loss, grads = jax.value_and_grad(checked_loss_fn)(state.params, batch, step_key)
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+        new_params = optax.apply_updates(state.params, updates)
+
+        # Once a step has gone bad every later one is refused too, so the params left behind are
+        # exactly those from before the first bad step, however late the host notices.
+        no_failure_yet = state.bad_step < 0
+        accept = finite & no_failure_yet
+        newly_bad = ~finite & no_failure_yet
+
+        def keep_if_accepted(new, old):
+            return jax.tree.map(lambda n, o: jnp.where(accept, n, o), new, old)
+
+        loss32 = loss.astype(jnp.float32)
+        return _TrainState(
+            params=keep_if_accepted(new_params, state.params),
+            opt_state=keep_if_accepted(new_opt_state, state.opt_state),
+            step=state.step + 1,
+            bad_step=jnp.where(newly_bad, state.step, state.bad_step),
+            bad_loss=jnp.where(newly_bad, loss32, state.bad_loss),
+            bad_grad_norm=jnp.where(newly_bad, grad_norm.astype(jnp.float32), state.bad_grad_norm),
+            loss_sum=state.loss_sum + jnp.where(accept, loss32, 0.0),
+        )
+
+    # The state is donated: params and optimizer state are updated in place where the backend can.
+    return jax.jit(train_step, donate_argnums=0)
+
+
+@functools.lru_cache(maxsize=4)  # small: a loss_fn may close over a whole dataset
+def _cached_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+    return _make_train_step(loss_fn, optimizer)
+
+
+def _train_step_for(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+    """The jitted step, shared by ``fit`` calls with the same loss and optimizer objects, so
+    resuming or re-running in one process does not compile again."""
+    try:
+        hash((loss_fn, optimizer))
+    except TypeError:  # an unhashable optimizer (e.g. holding a list): compile a private step
+        return _make_train_step(loss_fn, optimizer)
+    return _cached_train_step(loss_fn, optimizer)
+
+
+def _fresh_copy(tree: Any) -> Any:
+    """Copy every leaf into a new buffer, so donating them never invalidates the caller's arrays."""
+    return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
+
+
+def _initial_state(params: Params, opt_state: Any, step: int) -> _TrainState:
+    return _TrainState(
+        params=_fresh_copy(params),
+        opt_state=_fresh_copy(opt_state),
+        step=jnp.asarray(step, jnp.int32),
+        bad_step=jnp.asarray(-1, jnp.int32),
+        bad_loss=jnp.asarray(0.0, jnp.float32),
+        bad_grad_norm=jnp.asarray(0.0, jnp.float32),
+        loss_sum=jnp.asarray(0.0, jnp.float32),
+    )
+
+
+def _check_positive(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None; got {value!r}")
+
+
+def _new_history(num_steps: int) -> dict[str, Any]:
+    return {"log_steps": [], "loss": [], "eval": [], "num_steps": num_steps}
+
+
+def _write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
+    """Write atomically (temp file + rename) so a crash never leaves half a metrics file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=True))
+    os.replace(tmp, path)
+
+
+class _Checkpoints:
+    """A thin wrapper over ``orbax.checkpoint.CheckpointManager``: state pytree + history JSON."""
+
+    def __init__(self, directory: str | os.PathLike, max_to_keep: int | None) -> None:
+        import orbax.checkpoint as ocp  # imported lazily: only runs with checkpoints pay for it
+
+        self._ocp = ocp
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self._manager = ocp.CheckpointManager(Path(directory).resolve(), options=options)
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def restore(self, step: int, params: Params, opt_state: Any) -> tuple[Params, Any, dict]:
+        ocp = self._ocp
+        abstract = jax.tree.map(
+            ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state}
+        )
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
+            ),
+        )
+        return restored.state["params"], restored.state["opt_state"], dict(restored.history)
+
+    def save(self, step: int, params: Params, opt_state: Any, history: dict) -> None:
+        ocp = self._ocp
+        # Saving is asynchronous: orbax copies the arrays to host memory before save() returns,
+        # so the next step may donate (overwrite) the device buffers while files are written.
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
+                # A snapshot: the history keeps growing while an async save is still writing.
+                history=ocp.args.JsonSave(json.loads(json.dumps(history))),
+            ),
+            force=True,
+        )
+
+    def close(self) -> None:
+        """Wait for pending saves to land on disk, then release the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+
+def fit(
+    loss_fn: LossFn,
+    params: Params,
+    optimizer: optax.GradientTransformation,
+    batch_fn: BatchFn,
+    num_steps: int,
+    *,
+    key: PRNGKey,
+    eval_fn: EvalFn | None = None,
+    eval_every: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int | None = 1000,
+    max_checkpoints_to_keep: int | None = 3,
+    metrics_path: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_every: int = 100,
+) -> TrainResult:
+    """Minimise ``loss_fn`` with ``optimizer`` for ``num_steps`` steps (in total, across resumes).
+
+    Args:
+      loss_fn: ``loss_fn(params, batch, key) -> scalar``, jit-able.
+      params: the initial params (a pytree). Never modified: the loop works on a copy.
+      optimizer: any ``optax.GradientTransformation``; its state comes from ``optimizer.init``.
+      batch_fn: ``batch_fn(step) -> batch``, a deterministic function of the 0-based step index
+        (e.g. ``nflows_jax.data.batches``); needed for exact resumption.
+      num_steps: total number of optimisation steps.
+      key: PRNG key; step ``s`` receives ``jax.random.fold_in(key, s)``.
+      eval_fn: ``eval_fn(params) -> {name: float}``, called after every ``eval_every`` steps and
+        after the last step; recorded in ``history["eval"]``. It must not keep references to
+        ``params``: the step donates their buffers, so a stored copy would be deleted under it.
+      eval_every: evaluation period in steps (``None``: only after the last step).
+      checkpoint_dir: where to save/resume. When it holds a checkpoint, training resumes from the
+        latest one (the given ``params`` then only supply the tree structure) and the history
+        saved with it is continued. Params are reproduced exactly; the logged mean losses match
+        an uninterrupted run's when ``checkpoint_every`` is a multiple of ``log_every``.
+      checkpoint_every: checkpoint period in steps (``None``: only after the last step). A
+        checkpoint is always written after the last step when ``checkpoint_dir`` is set.
+      max_checkpoints_to_keep: older checkpoints are deleted (``None`` keeps all).
+      metrics_path: write ``history`` as JSON there (after the run, at each checkpoint and when
+        a ``NonFiniteLossError`` is raised).
+      progress: show a tqdm bar with the current loss.
+      log_every: record the loss, update the bar and check the NaN flag every this many steps.
+
+    Returns:
+      ``TrainResult(params, opt_state, history)``.
+
+    Raises:
+      NonFiniteLossError: a loss or gradient norm was NaN/inf; ``.params`` are the last finite
+        params and ``.step`` the bad step.
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(num_steps, int) or num_steps < 0:
+        raise ValueError(f"num_steps must be a non-negative int; got {num_steps!r}")
+    _check_positive("log_every", log_every)
+    _check_positive("eval_every", eval_every)
+    _check_positive("checkpoint_every", checkpoint_every)
+    if log_every is None:
+        raise ValueError("log_every must be a positive int; got None")
+
+    opt_state = optimizer.init(params)
+    history = _new_history(num_steps)
+    start_step = 0
+    checkpoints = None
+    if checkpoint_dir is not None:
+        checkpoints = _Checkpoints(checkpoint_dir, max_checkpoints_to_keep)
+        latest = checkpoints.latest_step()
+        if latest is not None:
+            params, opt_state, history = checkpoints.restore(latest, params, opt_state)
+            history["num_steps"] = num_steps
+            start_step = int(latest)
+
+    history["start_step"] = start_step
+    state = _initial_state(params, opt_state, start_step)
+    train_step = _train_step_for(loss_fn, optimizer)
+
+    def finish_metrics(steps_run: int, started: float, first_step_done: float | None) -> None:
+        elapsed = time.perf_counter() - started
+        history["steps_run"] = steps_run
+        history["wall_time_s"] = elapsed
+        history["steps_per_second"] = steps_run / elapsed if elapsed > 0 else math.nan
+        after_compile = None
+        if first_step_done is not None and steps_run > 1:
+            after_compile = (steps_run - 1) / max(time.perf_counter() - first_step_done, 1e-12)
+        history["steps_per_second_after_compile"] = after_compile
+
+    def raise_if_non_finite(state: _TrainState, fetched_bad_step: int | None = None) -> None:
+        bad_step = int(state.bad_step) if fetched_bad_step is None else fetched_bad_step
+        if bad_step >= 0:
+            error = NonFiniteLossError(
+                bad_step,
+                state.params,
+                state.opt_state,
+                float(state.bad_loss),
+                float(state.bad_grad_norm),
+            )
+            history["error"] = str(error)
+            raise error
+
+    started = time.perf_counter()
+    first_step_done = None
+    last_log_step = start_step
+    done = start_step
+    bar = tqdm(
+        total=num_steps, initial=start_step, disable=not progress, desc="fit", dynamic_ncols=True
+    )
+    try:
+        for step in range(start_step, num_steps):
+            state = train_step(state, batch_fn(step), key)
+            done = step + 1
+            bar.update(1)
+            if first_step_done is None:
+                jax.block_until_ready(state.loss_sum)
+                first_step_done = time.perf_counter()
+
+            if done % log_every == 0 or done == num_steps:
+                # One device->host transfer per log point; it doubles as the NaN check.
+                bad_step, loss_sum = jax.device_get((state.bad_step, state.loss_sum))
+                raise_if_non_finite(state, int(bad_step))
+                mean_loss = float(loss_sum) / (done - last_log_step)
+                history["log_steps"].append(done)
+                history["loss"].append(mean_loss)
+                bar.set_postfix(loss=f"{mean_loss:.4g}")
+                state = state._replace(loss_sum=jnp.zeros((), jnp.float32))
+                last_log_step = done
+
+            if eval_fn is not None and (
+                done == num_steps or (eval_every is not None and done % eval_every == 0)
+            ):
+                raise_if_non_finite(state)
+                results = {name: float(value) for name, value in eval_fn(state.params).items()}
+                history["eval"].append({"step": done, **results})
+
+            if checkpoints is not None and (
+                done == num_steps or (checkpoint_every is not None and done % checkpoint_every == 0)
+            ):
+                raise_if_non_finite(state)
+                checkpoints.save(done, state.params, state.opt_state, history)
+                if metrics_path is not None:
+                    finish_metrics(done - start_step, started, first_step_done)
+                    _write_json(metrics_path, history)
+    except NonFiniteLossError:
+        if metrics_path is not None:
+            finish_metrics(done - start_step, started, first_step_done)
+            _write_json(metrics_path, history)
+        raise
+    finally:
+        bar.close()
+        if checkpoints is not None:
+            checkpoints.close()
+
+    finish_metrics(
+        num_steps - start_step if num_steps > start_step else 0, started, first_step_done
+    )
+    if metrics_path is not None:
+        _write_json(metrics_path, history)
+    return TrainResult(state.params, state.opt_state, history)
+
+
+__all__ = ["NonFiniteLossError", "TrainResult", "fit"]
