@@ -258,6 +258,7 @@ def fit(
     max_checkpoints_to_keep: int | None = 3,
     metrics_path: str | os.PathLike | None = None,
     progress: bool = True,
+    description: str = "fit",
     log_every: int = 100,
 ) -> TrainResult:
     """Minimise ``loss_fn`` with ``optimizer`` for ``num_steps`` steps (in total, across resumes).
@@ -284,6 +285,7 @@ def fit(
       metrics_path: write ``history`` as JSON there (after the run, at each checkpoint and when
         a ``NonFiniteLossError`` is raised).
       progress: show a tqdm bar with the current loss.
+      description: the progress bar's label (e.g. the dataset and model being fitted).
       log_every: record the loss, update the bar and check the NaN flag every this many steps.
 
     Returns:
@@ -347,7 +349,11 @@ def fit(
     last_log_step = start_step
     done = start_step
     bar = tqdm(
-        total=num_steps, initial=start_step, disable=not progress, desc="fit", dynamic_ncols=True
+        total=num_steps,
+        initial=start_step,
+        disable=not progress,
+        desc=description,
+        dynamic_ncols=True,
     )
     try:
         for step in range(start_step, num_steps):
