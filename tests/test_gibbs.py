@@ -1,0 +1,395 @@
+"""Gibbs samplers and lattice targets against exact enumeration.
+
+Chains are many independent runs (vmap over chains, scan over steps); their final states are
+independent draws, so goodness of fit is a Pearson chi-square test of the final states against
+the exactly enumerated distribution (cells with expected count < 5 pooled), with p > 1e-3 fixed
+up front, and moments are checked to 5 Monte-Carlo standard errors.
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.special
+import scipy.stats
+
+from nflows_jax.sampling import markov
+from nflows_jax.sampling.gibbs import (
+    conditional_logits_from_logdensity,
+    discrete_gibbs,
+    gaussian_gibbs,
+    ising_gibbs,
+    rbm_gibbs,
+)
+from nflows_jax.targets.lattice import (
+    ISING_CRITICAL_BETA,
+    RBM,
+    ising_energy_per_site,
+    ising_logdensity,
+    magnetisation_per_site,
+    onsager_energy_per_site,
+    onsager_magnetisation,
+    rbm_init,
+    rbm_joint_logdensity,
+    rbm_visible_logdensity,
+)
+
+P_VALUE_THRESHOLD = 1e-3
+NUM_STANDARD_ERRORS = 5.0
+
+stationary_distribution = jax.jit(markov.stationary_distribution)
+detailed_balance_violation = jax.jit(markov.detailed_balance_violation)
+transition_goodness_of_fit = jax.jit(markov.transition_goodness_of_fit)
+
+
+def transition_matrix(kernel, states):
+    return jax.jit(lambda s: markov.transition_matrix(kernel, s))(states)
+
+
+def run_chains(key, kernel, initial_positions, num_steps):
+    """Final states and all infos of independent chains: vmap over chains, scan over steps."""
+
+    @jax.jit
+    def run(key, positions):
+        states = jax.vmap(kernel.init)(positions)
+        keys = jax.random.split(key, (num_steps, positions.shape[0]))  # (steps, chains)
+        return jax.lax.scan(lambda s, step_keys: jax.vmap(kernel.step)(step_keys, s), states, keys)
+
+    return run(key, initial_positions)
+
+
+def assert_always_accepted(infos):
+    assert bool(jnp.all(infos.acceptance_prob == 1.0))
+    assert bool(jnp.all(infos.accepted))
+
+
+def chi_square_p_value(observed_counts, expected_probs, min_expected=5.0):
+    """Pearson chi-square p-value of counts against probabilities, small cells pooled.
+
+    Cells whose expected count is below ``min_expected`` are merged into one cell so the
+    chi-square approximation holds. A count in a zero-probability cell gives p = 0.
+    """
+    observed = np.asarray(observed_counts, np.float64).ravel()
+    probs = np.asarray(expected_probs, np.float64).ravel()
+    if np.any(observed[probs == 0] > 0):
+        return 0.0
+    expected = observed.sum() * probs / probs.sum()
+    small = expected < min_expected
+    observed = np.append(observed[~small], observed[small].sum())
+    expected = np.append(expected[~small], expected[small].sum())
+    if expected[-1] == 0:
+        observed, expected = observed[:-1], expected[:-1]
+    statistic = np.sum((observed - expected) ** 2 / expected)
+    return scipy.stats.chi2.sf(statistic, len(expected) - 1)
+
+
+def assert_moments_match(samples, mean, covariance):
+    """Mean and covariance of (N, D) independent samples within 5 Monte-Carlo standard errors."""
+    samples = np.asarray(samples, np.float64)
+    num = samples.shape[0]
+    sample_mean = samples.mean(axis=0)
+    mean_se = samples.std(axis=0, ddof=1) / np.sqrt(num)
+    np.testing.assert_array_less(np.abs(sample_mean - mean), NUM_STANDARD_ERRORS * mean_se)
+    centred = samples - sample_mean
+    products = centred[:, :, None] * centred[:, None, :]
+    covariance_se = products.std(axis=0, ddof=1) / np.sqrt(num)
+    error = np.abs(products.mean(axis=0) - covariance)
+    np.testing.assert_array_less(error, NUM_STANDARD_ERRORS * covariance_se)
+
+
+# --------------------------------------------------------------------------------------------
+# Lattice targets.
+
+
+def all_spin_configurations(height, width):
+    """Every configuration of an (height, width) lattice: (2^(HW), H, W) in {−1, +1}, int8."""
+    num_sites = height * width
+    bits = (np.arange(2**num_sites)[:, None] >> np.arange(num_sites)) & 1
+    return (2 * bits - 1).astype(np.int8).reshape(-1, height, width)
+
+
+def bond_sum_by_listing_bonds(spins):
+    """Σ_<ij> s_i s_j on the torus from an explicit list of (site, right/down neighbour) bonds."""
+    height, width = spins.shape[-2:]
+    total = np.zeros(spins.shape[:-2], np.int64)
+    for i, j in itertools.product(range(height), range(width)):
+        total += spins[..., i, j] * spins[..., i, (j + 1) % width]
+        total += spins[..., i, j] * spins[..., (i + 1) % height, j]
+    return total
+
+
+def test_ising_logdensity_counts_each_bond_once():
+    configs = all_spin_configurations(3, 3)
+    bonds = bond_sum_by_listing_bonds(configs.astype(np.int64))
+    total_spin = configs.sum(axis=(1, 2))
+    beta, coupling, field = 0.7, 1.3, -0.4
+    expected = beta * (coupling * bonds + field * total_spin)
+    np.testing.assert_allclose(
+        ising_logdensity(configs, beta, coupling, field), expected, rtol=1e-6, atol=1e-5
+    )
+    np.testing.assert_allclose(
+        ising_energy_per_site(configs, coupling, field),
+        -(coupling * bonds + field * total_spin) / 9,
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(magnetisation_per_site(configs), total_spin / 9, atol=1e-6)
+    # All spins up on an H×W torus: 2HW bonds, each +1.
+    np.testing.assert_allclose(ising_energy_per_site(jnp.ones((4, 6)), 1.0, 0.25), -2.25)
+
+
+def test_ising_rejects_degenerate_lattices():
+    with pytest.raises(ValueError, match="H, W >= 2"):
+        ising_logdensity(jnp.ones((1, 5)), 0.3)
+    with pytest.raises(ValueError, match=r"\(\.\.\., H, W\)"):
+        ising_logdensity(jnp.ones(5), 0.3)
+
+
+def test_onsager_reference_values():
+    # β → ∞: ground state, u = −2 per site, |m| = 1.
+    np.testing.assert_allclose(onsager_energy_per_site(20.0), -2.0, atol=1e-12)
+    np.testing.assert_allclose(onsager_magnetisation(20.0), 1.0, atol=1e-12)
+    # Critical point: u(β_c) = −√2, and no spontaneous magnetisation at or above T_c.
+    np.testing.assert_allclose(ISING_CRITICAL_BETA, 0.4406867935097715, rtol=1e-12)
+    np.testing.assert_allclose(onsager_energy_per_site(ISING_CRITICAL_BETA), -np.sqrt(2), atol=1e-7)
+    np.testing.assert_array_equal(onsager_magnetisation([0.1, 0.3, ISING_CRITICAL_BETA]), 0.0)
+    # T = 2 (β = 0.5): the textbook value |m| = 0.91132.
+    np.testing.assert_allclose(onsager_magnetisation(0.5), 0.91132, atol=1e-5)
+    # The AGM elliptic integral agrees with scipy's on both sides of β_c.
+    betas = np.array([0.05, 0.2, 0.4, 0.43, 0.45, 0.6, 1.5])
+    modulus = 2 * np.sinh(2 * betas) / np.cosh(2 * betas) ** 2
+    scipy_u = -(
+        1 + (2 / np.pi) * (2 * np.tanh(2 * betas) ** 2 - 1) * scipy.special.ellipk(modulus**2)
+    ) / np.tanh(2 * betas)
+    np.testing.assert_allclose(onsager_energy_per_site(betas), scipy_u, rtol=1e-10)
+    # High temperature, from the series ln Z/N = ln(2 cosh² β) + t⁴ + 2t⁶ + O(t⁸), t = tanh β:
+    # u = −2(t + 2t³ + 4t⁵) + O(t⁷); at β = 0.05 the remainder is ~1e-8.
+    t = np.tanh(0.05)
+    np.testing.assert_allclose(
+        onsager_energy_per_site(0.05), -2 * (t + 2 * t**3 + 4 * t**5), atol=1e-7
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Checkerboard Ising Gibbs against exact enumeration on a 4×4 torus (65536 states).
+
+
+def ising_cell(spins):
+    """Index of the (bond sum, total spin) pair of int64 spins (..., 4, 4) on the 4×4 torus.
+
+    Both are even, in [−32, 32] and [−16, 16], so their shifted halves index a 33 × 17 table.
+    """
+    bonds = bond_sum_by_listing_bonds(spins)
+    total_spin = spins.sum(axis=(-2, -1))
+    return (bonds + 32) // 2 * 17 + (total_spin + 16) // 2
+
+
+@jax.jit
+def run_checkerboard_chains(key, starts, beta, coupling, field):
+    """Final spins and infos of 4×4 checkerboard chains; (β, J, h) traced: one compilation."""
+    kernel = ising_gibbs(beta, coupling, field)
+    states = jax.vmap(kernel.init)(starts)
+    keys = jax.random.split(key, (60, starts.shape[0]))
+    return jax.lax.scan(lambda s, step_keys: jax.vmap(kernel.step)(step_keys, s), states, keys)
+
+
+@pytest.mark.parametrize(("beta", "coupling", "field"), [(0.4, 1.0, 0.0), (0.3, 0.8, 0.2)])
+def test_checkerboard_ising_matches_enumeration(beta, coupling, field):
+    configs = all_spin_configurations(4, 4).astype(np.int64)
+    log_weights = beta * (
+        coupling * bond_sum_by_listing_bonds(configs) + field * configs.sum((1, 2))
+    )
+    probs = np.exp(log_weights - scipy.special.logsumexp(log_weights))
+    exact_cell_probs = np.bincount(ising_cell(configs), weights=probs, minlength=33 * 17)
+
+    num_chains = 2000
+    signs = 2 * np.random.default_rng(11).integers(0, 2, (num_chains, 4, 4)) - 1
+    states, infos = run_checkerboard_chains(
+        jax.random.key(11), jnp.asarray(signs, jnp.float32), beta, coupling, field
+    )
+    assert_always_accepted(infos)
+    final = np.asarray(states.position, np.int64)
+    observed = np.bincount(ising_cell(final), minlength=33 * 17)
+    assert chi_square_p_value(observed, exact_cell_probs) > P_VALUE_THRESHOLD
+
+    exact_abs_m = np.sum(probs * np.abs(configs.sum((1, 2))) / 16)
+    chain_abs_m = np.abs(final.sum(axis=(1, 2))) / 16
+    se = chain_abs_m.std(ddof=1) / np.sqrt(num_chains)
+    assert abs(chain_abs_m.mean() - exact_abs_m) < NUM_STANDARD_ERRORS * se
+
+
+def test_checkerboard_keeps_the_spin_dtype():
+    kernel = ising_gibbs(0.3)
+    state = kernel.init(jnp.ones((4, 6), jnp.int8))
+    new_state, _ = jax.eval_shape(kernel.step, jax.random.key(0), state)
+    assert new_state.position.dtype == jnp.int8 and new_state.position.shape == (4, 6)
+
+
+def test_checkerboard_needs_even_sides():
+    kernel = ising_gibbs(0.3)
+    for shape in [(3, 4), (4, 5), (3, 3)]:
+        with pytest.raises(ValueError, match="even"):
+            kernel.init(jnp.ones(shape))
+
+
+# --------------------------------------------------------------------------------------------
+# Generic single-site Gibbs: exact transition matrices.
+
+
+def ising_3x3_logdensity(bits):
+    """The 3×3 periodic Ising model on variables in {0, 1} (spin = 2·bit − 1)."""
+    return ising_logdensity((2 * bits - 1).reshape(3, 3), 0.35, 1.0, 0.15)
+
+
+ISING_3X3_STATES = jnp.asarray((np.arange(512)[:, None] >> np.arange(9)) & 1, jnp.int32)
+
+
+def ising_3x3_boltzmann():
+    return jax.nn.softmax(jax.jit(jax.vmap(ising_3x3_logdensity))(ISING_3X3_STATES))
+
+
+def assert_unique_stationary(matrix, target, num_steps_to_connect):
+    """``target`` is THE stationary distribution of ``matrix``: π T = π, and T^k > 0 entrywise.
+
+    A positive power makes the chain irreducible and aperiodic, so an invariant distribution is
+    the unique stationary one. (On these slowly mixing 512-state chains a float32 least-squares
+    solve for π is accurate to only ~1e-4; the invariance equation itself holds to rounding.)
+    """
+    np.testing.assert_allclose(target @ matrix, target, atol=1e-6)
+    power = np.linalg.matrix_power(np.asarray(matrix, np.float64), num_steps_to_connect)
+    assert np.all(power > 0)
+
+
+def test_random_scan_gibbs_on_3x3_ising_is_reversible_with_boltzmann_stationary():
+    conditional = conditional_logits_from_logdensity(ising_3x3_logdensity, 2)
+    kernel = discrete_gibbs(conditional, 9, scan="random")
+    matrix = markov.check_transition_matrix(transition_matrix(kernel, ISING_3X3_STATES))
+    boltzmann = ising_3x3_boltzmann()
+    # Nine single-site moves connect any two configurations.
+    assert_unique_stationary(matrix, boltzmann, num_steps_to_connect=9)
+    assert float(detailed_balance_violation(matrix, boltzmann)) < 1e-6
+
+
+def test_systematic_scan_gibbs_on_3x3_ising_has_boltzmann_stationary():
+    conditional = conditional_logits_from_logdensity(ising_3x3_logdensity, 2)
+    kernel = discrete_gibbs(conditional, 9, scan="systematic")
+    matrix = markov.check_transition_matrix(transition_matrix(kernel, ISING_3X3_STATES))
+    boltzmann = ising_3x3_boltzmann()
+    # One sweep can reach every configuration.
+    assert_unique_stationary(matrix, boltzmann, num_steps_to_connect=1)
+    # π-invariant without being reversible: a fixed sweep order breaks detailed balance.
+    assert float(detailed_balance_violation(matrix, boltzmann)) > 1e-4
+
+
+# A 3-variable, 3-valued pairwise model: small enough to count every one-step landing.
+MRF_RNG = np.random.default_rng(12)
+MRF_UNARY = jnp.asarray(0.7 * MRF_RNG.standard_normal((3, 3)), jnp.float32)
+MRF_PAIR = jnp.asarray(0.6 * MRF_RNG.standard_normal((3, 3, 3, 3)), jnp.float32)
+MRF_STATES = jnp.asarray(list(itertools.product(range(3), repeat=3)), jnp.int32)
+
+
+def mrf_logdensity(x):
+    unary = jnp.sum(MRF_UNARY[jnp.arange(3), x])
+    pair = sum(MRF_PAIR[i, j, x[i], x[j]] for i, j in [(0, 1), (1, 2), (0, 2)])
+    return unary + pair
+
+
+@pytest.mark.parametrize("scan", ["random", "systematic"])
+def test_discrete_gibbs_step_agrees_with_transition(scan):
+    kernel = discrete_gibbs(conditional_logits_from_logdensity(mrf_logdensity, 3), 3, scan=scan)
+    matrix = markov.check_transition_matrix(transition_matrix(kernel, MRF_STATES))
+    target = jax.nn.softmax(jax.jit(jax.vmap(mrf_logdensity))(MRF_STATES))
+    np.testing.assert_allclose(stationary_distribution(matrix), target, atol=1e-5)
+    counts = markov.empirical_transition_counts(jax.random.key(13), kernel, MRF_STATES, 2000)
+    _, _, p_value = transition_goodness_of_fit(counts, matrix)
+    assert p_value > P_VALUE_THRESHOLD
+    one_step_infos = jax.jit(jax.vmap(lambda key, x: kernel.step(key, kernel.init(x))[1]))
+    assert_always_accepted(one_step_infos(jax.random.split(jax.random.key(14), 27), MRF_STATES))
+
+
+def test_discrete_gibbs_rejects_bad_configuration():
+    conditional = conditional_logits_from_logdensity(mrf_logdensity, 3)
+    with pytest.raises(ValueError, match="scan"):
+        discrete_gibbs(conditional, 3, scan="blocked")
+    kernel = discrete_gibbs(conditional, 3)
+    with pytest.raises(ValueError, match="shape"):
+        kernel.init(jnp.zeros(4, jnp.int32))
+    with pytest.raises(ValueError, match="integers"):
+        kernel.init(jnp.zeros(3))
+
+
+# --------------------------------------------------------------------------------------------
+# RBM block Gibbs against enumeration (4 visible, 3 hidden: 128 joint states).
+
+
+def tiny_rbm():
+    rng = np.random.default_rng(15)
+    return RBM(
+        weights=jnp.asarray(rng.standard_normal((4, 3)), jnp.float32),
+        visible_bias=jnp.asarray(0.5 * rng.standard_normal(4), jnp.float32),
+        hidden_bias=jnp.asarray(0.5 * rng.standard_normal(3), jnp.float32),
+    )
+
+
+VISIBLE_STATES = jnp.asarray((np.arange(16)[:, None] >> np.arange(4)) & 1, jnp.float32)
+HIDDEN_STATES = jnp.asarray((np.arange(8)[:, None] >> np.arange(3)) & 1, jnp.float32)
+
+
+def test_rbm_visible_logdensity_sums_out_hidden_units():
+    rbm = tiny_rbm()
+    joint = rbm_joint_logdensity(rbm, VISIBLE_STATES[:, None, :], HIDDEN_STATES[None, :, :])
+    np.testing.assert_allclose(
+        rbm_visible_logdensity(rbm, VISIBLE_STATES),
+        jax.scipy.special.logsumexp(joint, axis=1),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    init = rbm_init(jax.random.key(0), 5, 2, scale=0.1)
+    assert init.weights.shape == (5, 2) and init.visible_bias.shape == (5,)
+    assert init.hidden_bias.shape == (2,) and float(jnp.std(init.weights)) < 0.3
+
+
+def test_rbm_block_gibbs_matches_enumerated_joint():
+    rbm = tiny_rbm()
+    joint_logits = rbm_joint_logdensity(
+        rbm, VISIBLE_STATES[:, None, :], HIDDEN_STATES[None, :, :]
+    )  # (16, 8)
+    joint_probs = np.asarray(jax.nn.softmax(joint_logits.ravel()), np.float64).reshape(16, 8)
+
+    num_chains = 4000
+    starts = jnp.zeros((num_chains, 4), jnp.float32)
+    states, infos = run_chains(jax.random.key(16), rbm_gibbs(rbm), starts, 25)
+    assert_always_accepted(infos)
+    visible_index = np.asarray(states.position, np.int64) @ (1 << np.arange(4))
+    hidden_index = np.asarray(states.hidden, np.int64) @ (1 << np.arange(3))
+    observed = np.bincount(visible_index * 8 + hidden_index, minlength=128)
+    # (v_t, h_t): h_t ~ p(h | v_{t−1}) and v_t ~ p(v | h_t), so the pair has the joint law.
+    assert chi_square_p_value(observed, joint_probs) > P_VALUE_THRESHOLD
+    observed_visible = np.bincount(visible_index, minlength=16)
+    assert chi_square_p_value(observed_visible, joint_probs.sum(axis=1)) > P_VALUE_THRESHOLD
+
+
+# --------------------------------------------------------------------------------------------
+# Gaussian full conditionals.
+
+
+def test_gaussian_gibbs_moments():
+    covariance = np.array([[1.0, 0.5, 0.2], [0.5, 1.5, -0.4], [0.2, -0.4, 0.8]])
+    precision = np.linalg.inv(covariance)
+    mean = np.array([0.5, -1.0, 2.0])
+    kernel = gaussian_gibbs(jnp.asarray(mean, jnp.float32), jnp.asarray(precision, jnp.float32))
+    # Start far out (3× the target's spread) so a kernel that does not move fails.
+    chol = np.linalg.cholesky(9.0 * covariance)
+    starts = mean + np.random.default_rng(17).standard_normal((2000, 3)) @ chol.T
+    states, infos = run_chains(jax.random.key(17), kernel, jnp.asarray(starts, jnp.float32), 60)
+    assert_always_accepted(infos)
+    assert_moments_match(states.position, mean, covariance)
+
+
+def test_gaussian_gibbs_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="mean"):
+        gaussian_gibbs(jnp.zeros((2, 2)), jnp.eye(2))
+    with pytest.raises(ValueError, match="precision"):
+        gaussian_gibbs(jnp.zeros(2), jnp.eye(3))

@@ -1,0 +1,374 @@
+"""Metropolis–Hastings kernels: exact invariance on discrete spaces, moments on continuous ones.
+
+Discrete checks use the kernel's own transition matrix (stationary distribution = target,
+detailed balance) and test the kernel's actual ``step`` against that matrix with a chi-square
+test whose threshold is fixed up front (p > 1e-3). Continuous checks run many independent
+chains (vmap over chains, scan over steps); the final states of independent chains are
+independent draws, so the standard error of a moment is its sample standard deviation over
+sqrt(number of chains), and every tolerance below is 5 such standard errors.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nflows_jax.sampling import markov
+from nflows_jax.sampling.base import Kernel, normal_and_uniform
+from nflows_jax.sampling.mh import independence_mh, mh, rwmh
+
+P_VALUE_THRESHOLD = 1e-3
+NUM_STANDARD_ERRORS = 5.0
+
+# The markov helpers run op by op when called eagerly; jitted they compile once per shape.
+stationary_distribution = jax.jit(markov.stationary_distribution)
+satisfies_detailed_balance = jax.jit(markov.satisfies_detailed_balance, static_argnames="atol")
+transition_goodness_of_fit = jax.jit(markov.transition_goodness_of_fit)
+check_transition_matrix = markov.check_transition_matrix
+empirical_transition_counts = markov.empirical_transition_counts
+
+
+def transition_matrix(kernel, states):
+    return jax.jit(lambda s: markov.transition_matrix(kernel, s))(states)
+
+
+def run_chains_of_kernels(key, kernels, initial_positions, num_steps):
+    """For each kernel, (final states, all infos) of independent chains from the same starts.
+
+    vmap over chains, scan over steps; all kernels in ONE jitted program, because on CPU each
+    compiled program costs seconds while the chains themselves take milliseconds.
+    """
+
+    @jax.jit
+    def run(key, positions):
+        keys = jax.random.split(key, (num_steps, positions.shape[0]))  # (steps, chains)
+        results = []
+        for kernel in kernels:
+            states = jax.vmap(kernel.init)(positions)
+            step = lambda s, step_keys, kernel=kernel: jax.vmap(kernel.step)(step_keys, s)
+            results.append(jax.lax.scan(step, states, keys))
+        return results
+
+    return run(key, initial_positions)
+
+
+def run_chains(key, kernel, initial_positions, num_steps):
+    """Final states and all infos of independent chains of one kernel."""
+    return run_chains_of_kernels(key, [kernel], initial_positions, num_steps)[0]
+
+
+def assert_moments_match(samples, mean, covariance):
+    """Mean and covariance of (N, D) independent samples within 5 Monte-Carlo standard errors."""
+    samples = np.asarray(samples, np.float64)
+    num = samples.shape[0]
+    sample_mean = samples.mean(axis=0)
+    mean_se = samples.std(axis=0, ddof=1) / np.sqrt(num)
+    np.testing.assert_array_less(np.abs(sample_mean - mean), NUM_STANDARD_ERRORS * mean_se)
+    centred = samples - sample_mean
+    products = centred[:, :, None] * centred[:, None, :]  # per-sample contributions (N, D, D)
+    covariance_se = products.std(axis=0, ddof=1) / np.sqrt(num)
+    error = np.abs(products.mean(axis=0) - covariance)
+    np.testing.assert_array_less(error, NUM_STANDARD_ERRORS * covariance_se)
+
+
+# --------------------------------------------------------------------------------------------
+# Discrete spaces: exact transition matrices.
+
+RING_SIZE = 6
+RING_TARGET = jnp.array([1.0, 2.0, 5.0, 3.0, 0.5, 4.0]) / 15.5
+STEP_UP_PROB = 0.75  # an asymmetric proposal, so the Hastings factor is not 1
+
+
+def ring_logdensity(x):
+    return jnp.log(RING_TARGET[x[0]])
+
+
+def ring_proposal_sample(key, x):
+    up = jax.random.uniform(key) < STEP_UP_PROB
+    return jnp.where(up, (x + 1) % RING_SIZE, (x - 1) % RING_SIZE)
+
+
+def ring_proposal_logdensity(proposed, x):
+    up = proposed[0] == (x[0] + 1) % RING_SIZE
+    down = proposed[0] == (x[0] - 1) % RING_SIZE
+    return jnp.log(jnp.where(up, STEP_UP_PROB, jnp.where(down, 1.0 - STEP_UP_PROB, 0.0)))
+
+
+RING_STATES = jnp.arange(RING_SIZE)[:, None]  # (6, 1): positions with event shape (1,)
+
+
+def ring_matrix_without_hastings_term():
+    """A deliberately wrong kernel: the same proposal, acceptance min(1, π(x′)/π(x))."""
+    target = np.asarray(RING_TARGET, np.float64)
+    matrix = np.zeros((RING_SIZE, RING_SIZE))
+    for i in range(RING_SIZE):
+        for j, q in (((i + 1) % RING_SIZE, STEP_UP_PROB), ((i - 1) % RING_SIZE, 1 - STEP_UP_PROB)):
+            matrix[i, j] = q * min(1.0, target[j] / target[i])
+        matrix[i, i] = 1.0 - matrix[i].sum()
+    return matrix
+
+
+def test_mh_asymmetric_ring_leaves_target_invariant_with_detailed_balance():
+    kernel = mh(ring_logdensity, ring_proposal_sample, ring_proposal_logdensity)
+    matrix = check_transition_matrix(transition_matrix(kernel, RING_STATES))
+    np.testing.assert_allclose(stationary_distribution(matrix), RING_TARGET, atol=1e-5)
+    assert satisfies_detailed_balance(matrix, RING_TARGET, atol=1e-6)
+    # The Hastings factor matters here: without it the chain drifts to a different distribution.
+    wrong = stationary_distribution(jnp.asarray(ring_matrix_without_hastings_term()))
+    assert float(jnp.sum(jnp.abs(wrong - RING_TARGET))) / 2 > 0.05
+
+
+def test_mh_asymmetric_ring_step_agrees_with_transition():
+    kernel = mh(ring_logdensity, ring_proposal_sample, ring_proposal_logdensity)
+    matrix = transition_matrix(kernel, RING_STATES)
+    counts = empirical_transition_counts(jax.random.key(0), kernel, RING_STATES, 2000)
+    _, _, p_value = transition_goodness_of_fit(counts, matrix)
+    assert p_value > P_VALUE_THRESHOLD
+
+
+# A symmetric nearest-neighbour walk on a 4×4 grid of integer points, expressed with `mh`:
+# proposals leaving the grid have log π = −inf and are always rejected.
+GRID_SIDE = 4
+GRID_STATES = jnp.stack(
+    jnp.meshgrid(jnp.arange(GRID_SIDE), jnp.arange(GRID_SIDE), indexing="ij"), axis=-1
+).reshape(-1, 2)
+GRID_MOVES = jnp.array([[1, 0], [-1, 0], [0, 1], [0, -1]])
+
+
+def grid_logdensity(x):
+    inside = jnp.all((x >= 0) & (x < GRID_SIDE))
+    centred = x - jnp.array([1.2, 2.0])
+    energy = 0.5 * centred[0] ** 2 + 0.3 * centred[0] * centred[1] + 0.4 * centred[1] ** 2
+    return jnp.where(inside, -energy, -jnp.inf)
+
+
+def grid_target():
+    logits = jax.jit(jax.vmap(grid_logdensity))(GRID_STATES)
+    return jax.nn.softmax(logits)
+
+
+def grid_proposal_sample(key, x):
+    return x + GRID_MOVES[jax.random.randint(key, (), 0, 4)]
+
+
+def grid_proposal_logdensity(proposed, x):
+    return jnp.where(jnp.sum(jnp.abs(proposed - x)) == 1, jnp.log(0.25), -jnp.inf)
+
+
+def test_lattice_random_walk_mh_is_exact():
+    kernel = mh(grid_logdensity, grid_proposal_sample, grid_proposal_logdensity)
+    matrix = check_transition_matrix(transition_matrix(kernel, GRID_STATES))
+    target = grid_target()
+    np.testing.assert_allclose(stationary_distribution(matrix), target, atol=1e-5)
+    assert satisfies_detailed_balance(matrix, target, atol=1e-6)
+    counts = empirical_transition_counts(jax.random.key(1), kernel, GRID_STATES, 2000)
+    _, _, p_value = transition_goodness_of_fit(counts, matrix)
+    assert p_value > P_VALUE_THRESHOLD
+
+
+# Independence MH on 5 states with a proposal unlike the target.
+IMH_TARGET = jnp.array([0.05, 0.4, 0.1, 0.3, 0.15])
+IMH_PROPOSAL = jnp.array([0.3, 0.1, 0.25, 0.15, 0.2])
+IMH_STATES = jnp.arange(5)[:, None]
+
+
+def imh_kernel():
+    return independence_mh(
+        lambda x: jnp.log(IMH_TARGET[x[0]]) + 7.0,  # unnormalised on purpose
+        lambda key: jax.random.categorical(key, jnp.log(IMH_PROPOSAL), shape=(1,)),
+        lambda x: jnp.log(IMH_PROPOSAL[x[0]]),
+    )
+
+
+def test_independence_mh_discrete_is_exact():
+    kernel = imh_kernel()
+    matrix = check_transition_matrix(transition_matrix(kernel, IMH_STATES))
+    np.testing.assert_allclose(stationary_distribution(matrix), IMH_TARGET, atol=1e-5)
+    assert satisfies_detailed_balance(matrix, IMH_TARGET, atol=1e-6)
+    counts = empirical_transition_counts(jax.random.key(2), kernel, IMH_STATES, 2000)
+    _, _, p_value = transition_goodness_of_fit(counts, matrix)
+    assert p_value > P_VALUE_THRESHOLD
+
+
+def test_independence_mh_without_hastings_term_targets_pi_times_q():
+    """What blackjax's irmh does when no proposal density is given: the chain targets π·q."""
+    wrong_kernel = independence_mh(
+        lambda x: jnp.log(IMH_TARGET[x[0]]),
+        lambda key: jax.random.categorical(key, jnp.log(IMH_PROPOSAL), shape=(1,)),
+        lambda x: jnp.zeros(()),  # "forgot" q: log q treated as constant
+    )
+    # The transition still needs the true proposal probabilities; rebuild them: q(c)·α.
+    target, proposal = np.asarray(IMH_TARGET, np.float64), np.asarray(IMH_PROPOSAL, np.float64)
+    matrix = np.zeros((5, 5))
+    for i in range(5):
+        for j in range(5):
+            if i != j:
+                matrix[i, j] = proposal[j] * min(1.0, target[j] / target[i])
+        matrix[i, i] = 1.0 - matrix[i].sum()
+    stationary = np.asarray(stationary_distribution(jnp.asarray(matrix)))
+    np.testing.assert_allclose(stationary, target * proposal / np.sum(target * proposal), atol=1e-5)
+    assert np.abs(stationary - target).sum() / 2 > 0.1
+    # The wrong kernel's step really behaves like this matrix (its α ignores q).
+    counts = empirical_transition_counts(jax.random.key(3), wrong_kernel, IMH_STATES, 2000)
+    _, _, p_value = transition_goodness_of_fit(counts, jnp.asarray(matrix, jnp.float32))
+    assert p_value > P_VALUE_THRESHOLD
+    # ... and the chi-square test has the power to tell it from the correct kernel.
+    right_matrix = transition_matrix(imh_kernel(), IMH_STATES)
+    _, _, p_value = transition_goodness_of_fit(counts, right_matrix)
+    assert p_value < P_VALUE_THRESHOLD
+
+
+# --------------------------------------------------------------------------------------------
+# Continuous targets: moments from many chains.
+
+GAUSS_MEAN = np.array([1.0, -0.5])
+GAUSS_COV = np.array([[1.0, 0.6], [0.6, 0.8]])
+GAUSS_PRECISION = np.linalg.inv(GAUSS_COV)
+
+
+def gaussian_logdensity(x):
+    centred = x - jnp.asarray(GAUSS_MEAN, jnp.float32)
+    return -0.5 * centred @ jnp.asarray(GAUSS_PRECISION, jnp.float32) @ centred
+
+
+def overdispersed_starts(seed, num_chains):
+    """Draws from N(mean, 9·cov): a chain that does not move fails the covariance check.
+
+    (numpy draws: set-up data need no compiled jax program.)
+    """
+    chol = np.linalg.cholesky(9.0 * GAUSS_COV)
+    normals = np.random.default_rng(seed).standard_normal((num_chains, 2))
+    return jnp.asarray(GAUSS_MEAN + normals @ chol.T, jnp.float32)
+
+
+def test_rwmh_moments_on_correlated_gaussian():
+    kernels = [
+        rwmh(gaussian_logdensity, 0.9, noise="gaussian"),
+        rwmh(gaussian_logdensity, jnp.array([1.5, 1.2]), noise="uniform"),  # per-dimension
+    ]
+    results = run_chains_of_kernels(jax.random.key(4), kernels, overdispersed_starts(4, 1000), 200)
+    for noise, (states, infos) in zip(["gaussian", "uniform"], results, strict=True):
+        assert_moments_match(states.position, GAUSS_MEAN, GAUSS_COV)
+        probs = np.asarray(infos.acceptance_prob, np.float64)
+        assert 0.2 < probs.mean() < 0.9, noise  # the chains really moved
+        # Given its probability each acceptance is an independent Bernoulli draw.
+        bernoulli_se = np.sqrt(np.sum(probs * (1 - probs))) / probs.size
+        accept_rate = float(infos.accepted.mean())
+        assert abs(accept_rate - probs.mean()) < NUM_STANDARD_ERRORS * bernoulli_se, noise
+
+
+def test_rwmh_uses_one_draw_per_step():
+    """Proposal noise and acceptance uniform come from ONE ``normal_and_uniform`` draw."""
+    kernel = rwmh(lambda x: jnp.zeros(()), jnp.array([0.5, 2.0]))  # flat target: always accept
+    position = jnp.array([0.3, -1.0])
+
+    @jax.jit
+    def step_and_reference(key):
+        return kernel.step(key, kernel.init(position)), normal_and_uniform(key, (2,))[0]
+
+    (new_state, info), noise = step_and_reference(jax.random.key(5))
+    np.testing.assert_allclose(new_state.position, position + jnp.array([0.5, 2.0]) * noise)
+    assert bool(info.accepted)
+
+
+def test_rwmh_accepts_pytree_positions():
+    logdensity = lambda p: gaussian_logdensity(jnp.stack([p["a"], p["b"]]))
+    kernel = rwmh(logdensity, {"a": 0.9, "b": 0.9})
+    state, _ = jax.jit(kernel.step)(
+        jax.random.key(6), kernel.init({"a": jnp.zeros(()), "b": jnp.zeros(())})
+    )
+    assert set(state.position) == {"a", "b"}
+    np.testing.assert_allclose(state.logdensity, logdensity(state.position), rtol=1e-6, atol=1e-6)
+
+
+def test_independence_mh_with_proposal_equal_to_target_always_accepts():
+    chol = np.linalg.cholesky(GAUSS_COV)
+    mean, chol32 = jnp.asarray(GAUSS_MEAN, jnp.float32), jnp.asarray(chol, jnp.float32)
+    log_norm = -np.log(2 * np.pi) - np.log(np.diag(chol)).sum()
+    kernel = independence_mh(
+        lambda x: gaussian_logdensity(x) + 3.0,  # π up to a constant
+        lambda key: mean + chol32 @ jax.random.normal(key, (2,)),
+        lambda x: gaussian_logdensity(x) + log_norm,
+    )
+    states, infos = run_chains(jax.random.key(7), kernel, jnp.zeros((2000, 2)), 5)
+    np.testing.assert_allclose(infos.acceptance_prob, 1.0, atol=1e-5)
+    assert bool(jnp.all(infos.accepted))
+    assert_moments_match(states.position, GAUSS_MEAN, GAUSS_COV)
+
+
+def test_independence_mh_sample_and_logdensity_path_matches():
+    chol32 = jnp.asarray(np.linalg.cholesky(GAUSS_COV), jnp.float32)
+    sample = lambda key: chol32 @ jax.random.normal(key, (2,))
+    log_q = lambda x: -0.5 * jnp.sum(jax.scipy.linalg.solve_triangular(chol32, x, lower=True) ** 2)
+    plain = independence_mh(gaussian_logdensity, sample, log_q)
+    fused = independence_mh(
+        gaussian_logdensity, sample, log_q, lambda key: (sample(key), log_q(sample(key)))
+    )
+    start = jnp.array([0.5, 0.5])
+
+    @jax.jit
+    def both_steps(key):
+        return plain.step(key, plain.init(start)), fused.step(key, fused.init(start))
+
+    (state_a, info_a), (state_b, info_b) = both_steps(jax.random.key(8))
+    np.testing.assert_allclose(state_a.position, state_b.position)
+    np.testing.assert_allclose(info_a.acceptance_prob, info_b.acceptance_prob, rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# NaN safety.
+
+
+def nan_right_half_logdensity(x):
+    """A standard normal whose log-density is NaN for x[0] > 0.5 (e.g. a broken energy)."""
+    return jnp.where(x[0] > 0.5, jnp.nan, -0.5 * jnp.sum(x**2))
+
+
+def test_nan_logdensity_is_never_accepted():
+    kernels = {
+        "rwmh": rwmh(nan_right_half_logdensity, 1.0),
+        "mh": mh(
+            nan_right_half_logdensity,
+            lambda key, x: x + jax.random.normal(key, x.shape),
+            lambda y, x: -0.5 * jnp.sum((y - x) ** 2),
+        ),
+        "independence_mh": independence_mh(
+            nan_right_half_logdensity,
+            lambda key: 2.0 * jax.random.normal(key, (2,)),
+            lambda x: -jnp.sum(x**2) / 8.0,
+        ),
+    }
+    # Half the chains start at a point whose log-density is NaN: read as −inf, so they leave it
+    # at the first valid proposal (each step does so with probability > 0.38; 50 steps).
+    nan_start = jnp.array([0.8, 0.0])
+    starts = jnp.concatenate([jnp.zeros((250, 2)), jnp.tile(nan_start, (250, 1))])
+    results = run_chains_of_kernels(jax.random.key(9), list(kernels.values()), starts, 50)
+    for (name, kernel), (states, infos) in zip(kernels.items(), results, strict=True):
+        assert float(kernel.init(nan_start).logdensity) == -np.inf, name
+        assert bool(jnp.all(states.position[:, 0] <= 0.5)), name
+        assert bool(jnp.all(jnp.isfinite(states.logdensity))), name
+        assert bool(jnp.all(infos.acceptance_prob >= 0) & jnp.all(infos.acceptance_prob <= 1)), name
+        assert float(infos.accepted.mean()) > 0.1, name  # it does move where the density is valid
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration errors.
+
+
+def test_rwmh_rejects_bad_configuration():
+    with pytest.raises(ValueError, match="noise"):
+        rwmh(gaussian_logdensity, 1.0, noise="cauchy")
+    with pytest.raises(ValueError, match="floating-point"):
+        rwmh(gaussian_logdensity, 1.0).init(jnp.zeros(2, jnp.int32))
+    kernel = rwmh(gaussian_logdensity, jnp.ones(3))
+    with pytest.raises(ValueError, match="broadcast"):
+        kernel.step(jax.random.key(0), kernel.init(jnp.zeros(2)))
+
+
+def test_kernels_are_kernels():
+    for kernel in (
+        rwmh(gaussian_logdensity, 1.0),
+        mh(ring_logdensity, ring_proposal_sample, ring_proposal_logdensity),
+        imh_kernel(),
+    ):
+        assert isinstance(kernel, Kernel)
