@@ -1,0 +1,383 @@
+"""HMC, MALA and ULA: the leapfrog integrator's geometry, exact moments, divergences, ULA's bias.
+
+Moment checks run many independent chains (jax.vmap over chains, lax.scan over steps) from
+over-dispersed starts and use each chain's final state: these are independent draws, so the
+Monte-Carlo standard error of every moment is computed from them, and the tolerance is
+``NUM_SE`` standard errors.
+"""
+
+import itertools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nflows_jax.sampling.base import Kernel
+from nflows_jax.sampling.hmc import HMCState, hmc, kinetic_energy, leapfrog
+from nflows_jax.sampling.langevin import mala, ula
+
+NUM_SE = 5.0
+
+
+def gaussian_logdensity(mean, cov):
+    precision = jnp.asarray(np.linalg.inv(np.asarray(cov)), jnp.float32)
+    mean = jnp.asarray(mean, jnp.float32)
+
+    def logdensity(x):
+        centred = x - mean
+        return -0.5 * centred @ (precision @ centred)
+
+    return logdensity
+
+
+def final_states(runs: dict[str, tuple[Kernel, int]], key, initial_positions):
+    """For each ``name: (kernel, num_steps)``, one chain per row of ``initial_positions`` (C, D).
+
+    Returns ``{name: (final positions (C, D), each chain's mean acceptance probability (C,))}``.
+    All runs are compiled as one program: on CPU, XLA's compile time dominates these tests.
+    """
+
+    def run_one(kernel, num_steps, key, positions):
+        def one_chain(chain_key, position):
+            def body(state, step_key):
+                state, info = kernel.step(step_key, state)
+                return state, info.acceptance_prob
+
+            state, acceptance = jax.lax.scan(
+                body, kernel.init(position), jax.random.split(chain_key, num_steps)
+            )
+            return state.position, jnp.mean(acceptance)
+
+        return jax.vmap(one_chain)(jax.random.split(key, positions.shape[0]), positions)
+
+    @jax.jit
+    def run_all(key, positions):
+        keys = jax.random.split(key, len(runs))
+        return {
+            name: run_one(kernel, num_steps, run_key, positions)
+            for run_key, (name, (kernel, num_steps)) in zip(keys, runs.items(), strict=True)
+        }
+
+    return run_all(key, initial_positions)
+
+
+def assert_moments(samples, mean, cov, num_se: float = NUM_SE) -> None:
+    """Mean of every coordinate and every covariance entry within ``num_se`` Monte-Carlo
+    standard errors estimated from the independent draws ``samples`` (n, D)."""
+    samples = np.asarray(samples, np.float64)
+    mean, cov = np.asarray(mean, np.float64), np.asarray(cov, np.float64)
+    n, dim = samples.shape
+    assert np.all(np.isfinite(samples))
+    mean_error = np.abs(samples.mean(0) - mean)
+    mean_se = samples.std(0, ddof=1) / np.sqrt(n)
+    assert np.all(mean_error < num_se * mean_se), (samples.mean(0), mean, mean_se)
+    centred = samples - mean  # the true mean: each product is then an unbiased draw of cov[i, j]
+    for i in range(dim):
+        for j in range(i, dim):
+            products = centred[:, i] * centred[:, j]
+            se = products.std(ddof=1) / np.sqrt(n)
+            assert abs(products.mean() - cov[i, j]) < num_se * se, (i, j, products.mean(), cov)
+
+
+def variance_and_se(samples) -> tuple[float, float]:
+    """Sample variance of 1-D independent draws and its standard error (from the draws)."""
+    samples = np.asarray(samples, np.float64)
+    squares = (samples - samples.mean()) ** 2
+    return squares.mean(), squares.std(ddof=1) / np.sqrt(samples.size)
+
+
+# ------------------------------------------------------------------------------------------------
+# The integrator
+
+
+def quartic_logdensity(x):
+    """A non-Gaussian, correlated target, so that the integrator is tested beyond linear forces."""
+    coupling = jnp.array([[1.0, 0.4, 0.0], [0.4, 2.0, -0.3], [0.0, -0.3, 0.5]])
+    return -0.5 * x @ (coupling @ x) - 0.25 * jnp.sum(x**4)
+
+
+def test_leapfrog_is_reversible():
+    value_and_grad = jax.value_and_grad(quartic_logdensity)
+    key_x, key_p = jax.random.split(jax.random.PRNGKey(0))
+    x0 = jax.random.normal(key_x, (3,))
+    p0 = jax.random.normal(key_p, (3,))
+    inverse_mass = jnp.array([0.5, 1.0, 2.0])
+    _, g0 = value_and_grad(x0)
+    x1, p1, logdensity1, g1 = leapfrog(value_and_grad, x0, p0, g0, 0.05, 40, inverse_mass)
+    # The returned log-density and gradient are those of the returned position.
+    ref_logdensity, ref_grad = value_and_grad(x1)
+    np.testing.assert_allclose(logdensity1, ref_logdensity, rtol=1e-6)
+    np.testing.assert_allclose(g1, ref_grad, rtol=1e-6)
+    assert float(jnp.max(jnp.abs(x1 - x0))) > 0.1  # it went somewhere
+    x2, p2, _, _ = leapfrog(value_and_grad, x1, -p1, g1, 0.05, 40, inverse_mass)
+    np.testing.assert_allclose(x2, x0, atol=1e-5)
+    np.testing.assert_allclose(-p2, p0, atol=1e-5)
+
+
+def test_leapfrog_matches_unfused_velocity_verlet():
+    """The fused kicks are a rewrite of textbook velocity Verlet, not a different integrator."""
+    value_and_grad = jax.value_and_grad(quartic_logdensity)
+    grad = jax.grad(quartic_logdensity)
+    inverse_mass, step_size, num_steps = jnp.array([2.0, 1.0, 0.5]), 0.1, 25
+
+    @jax.jit
+    def trajectories(x, p):
+        fused = leapfrog(value_and_grad, x, p, grad(x), step_size, num_steps, inverse_mass)
+
+        def verlet_step(carry, _):
+            x, p = carry
+            p = p + 0.5 * step_size * grad(x)
+            x = x + step_size * inverse_mass * p
+            return (x, p + 0.5 * step_size * grad(x)), None
+
+        textbook, _ = jax.lax.scan(verlet_step, (x, p), None, length=num_steps)
+
+        def one_call(carry, _):  # one-step calls, handing the gradient over
+            x, p, g = carry
+            x, p, _, g = leapfrog(value_and_grad, x, p, g, step_size, 1, inverse_mass)
+            return (x, p, g), None
+
+        chained, _ = jax.lax.scan(one_call, (x, p, grad(x)), None, length=num_steps)
+        return fused[:2], textbook, chained[:2]
+
+    fused, textbook, chained = trajectories(
+        jnp.array([0.3, -1.0, 0.8]), jnp.array([1.0, 0.5, -0.2])
+    )
+    for reference in (textbook, chained):
+        np.testing.assert_allclose(fused[0], reference[0], atol=1e-5)
+        np.testing.assert_allclose(fused[1], reference[1], atol=1e-5)
+
+
+def max_energy_error(step_size: float, total_time: float) -> float:
+    """Largest |H(t) - H(0)| along a leapfrog trajectory on a 10-d Gaussian (scales 0.5..2)."""
+    scales = jnp.linspace(0.5, 2.0, 10)
+    logdensity = lambda x: -0.5 * jnp.sum((x / scales) ** 2)
+    value_and_grad = jax.value_and_grad(logdensity)
+    inverse_mass = jnp.linspace(1.5, 0.5, 10)
+    key_x, key_p = jax.random.split(jax.random.PRNGKey(1))
+    x = scales * jax.random.normal(key_x, (10,))
+    p = jax.random.normal(key_p, (10,)) * jax.lax.rsqrt(inverse_mass)
+    logdensity0, grad = value_and_grad(x)
+    energy0 = -logdensity0 + kinetic_energy(p, inverse_mass)
+
+    def one_step(carry, _):
+        x, p, grad = carry
+        x, p, logdensity_x, grad = leapfrog(value_and_grad, x, p, grad, step_size, 1, inverse_mass)
+        return (x, p, grad), -logdensity_x + kinetic_energy(p, inverse_mass)
+
+    num_steps = round(total_time / step_size)
+    _, energies = jax.lax.scan(one_step, (x, p, grad), None, length=num_steps)
+    return float(jnp.max(jnp.abs(energies - energy0)))
+
+
+def test_leapfrog_energy_error_is_second_order():
+    errors = [max_energy_error(step_size, total_time=3.2) for step_size in (0.2, 0.1, 0.05)]
+    assert errors[-1] > 1e-4  # well above float32 round-off on an energy of order 10
+    for coarse, fine in itertools.pairwise(errors):
+        assert 3.0 < coarse / fine < 5.0, errors
+
+
+def test_mala_is_one_step_hmc():
+    """MALA with step ε is HMC with one leapfrog step of √ε: same draws, same decisions."""
+    logdensity = quartic_logdensity
+    inverse_mass = jnp.array([0.5, 1.0, 2.0])
+    mala_kernel = mala(logdensity, 0.3, inverse_mass)
+    hmc_kernel = hmc(logdensity, float(np.sqrt(0.3)), 1, inverse_mass)
+    keys = jax.random.split(jax.random.PRNGKey(2), 30)
+
+    @jax.jit
+    def both(position):
+        def body(states, key):
+            (mala_state, mala_info), (hmc_state, hmc_info) = (
+                mala_kernel.step(key, states[0]),
+                hmc_kernel.step(key, states[1]),
+            )
+            return (mala_state, hmc_state), (mala_state, mala_info, hmc_state, hmc_info)
+
+        init = (mala_kernel.init(position), hmc_kernel.init(position))
+        return jax.lax.scan(body, init, keys)[1]
+
+    mala_states, mala_info, hmc_states, hmc_info = both(jnp.array([0.5, -0.5, 1.0]))
+    np.testing.assert_allclose(mala_info.acceptance_prob, hmc_info.acceptance_prob, atol=1e-4)
+    np.testing.assert_array_equal(mala_info.accepted, hmc_info.accepted)
+    assert 0 < int(mala_info.accepted.sum()) < 30  # both decisions occur
+    np.testing.assert_allclose(mala_states.position, hmc_states.position, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Exact moments
+
+CORRELATED_MEAN = np.array([1.0, -2.0])
+CORRELATED_COV = np.array([[1.0, 1.5], [1.5, 4.0]])  # correlation 0.75
+
+
+def overdispersed_starts(key, mean, cov, num_chains):
+    """Starts from N(mean, 9 cov): the chains must forget them."""
+    normals = jax.random.normal(key, (num_chains, len(mean)))
+    return jnp.asarray(mean + 3.0 * normals @ np.linalg.cholesky(cov).T, jnp.float32)
+
+
+def test_moments_correlated_gaussian():
+    logdensity = gaussian_logdensity(CORRELATED_MEAN, CORRELATED_COV)
+    runs = {
+        "hmc": (hmc(logdensity, step_size=0.25, num_leapfrog_steps=8), 150),
+        "mala": (mala(logdensity, step_size=0.3), 600),
+    }
+    key_start, key_run = jax.random.split(jax.random.PRNGKey(3))
+    starts = overdispersed_starts(key_start, CORRELATED_MEAN, CORRELATED_COV, 2000)
+    for name, (samples, acceptance) in final_states(runs, key_run, starts).items():
+        chex.assert_shape(samples, (2000, 2))
+        assert 0.3 < float(acceptance.mean()) < 1.0, name
+        assert_moments(samples, CORRELATED_MEAN, CORRELATED_COV)
+
+
+DIAGONAL_STDS = np.geomspace(0.1, 10.0, 10)  # condition number 10⁴: needs the mass matrix
+DIAGONAL_MEAN = np.linspace(-3.0, 3.0, 10)
+
+
+def test_moments_diagonal_gaussian_with_mass_matrix():
+    cov = np.diag(DIAGONAL_STDS**2)
+    inverse_mass = jnp.asarray(DIAGONAL_STDS**2, jnp.float32)
+    mean, stds = jnp.asarray(DIAGONAL_MEAN, jnp.float32), jnp.asarray(DIAGONAL_STDS, jnp.float32)
+    logdensity = lambda x: -0.5 * jnp.sum(((x - mean) / stds) ** 2)
+    runs = {
+        "hmc": (hmc(logdensity, 0.3, 8, inverse_mass_matrix=inverse_mass), 100),
+        "mala": (mala(logdensity, 0.5, inverse_mass_matrix=inverse_mass), 200),
+    }
+    key_start, key_run = jax.random.split(jax.random.PRNGKey(4))
+    starts = overdispersed_starts(key_start, DIAGONAL_MEAN, cov, 1000)
+    for name, (samples, acceptance) in final_states(runs, key_run, starts).items():
+        assert 0.3 < float(acceptance.mean()) < 1.0, name
+        assert_moments(samples, DIAGONAL_MEAN, cov)
+
+
+def test_ula_bias_matches_closed_form_and_mala_removes_it():
+    """On N(0, σ²), ULA's stationary variance is σ²/(1 - ε/(4σ²)); MALA's is σ²."""
+    sigma2, step_size = 1.0, 1.0  # ULA variance 4/3: a 33% bias
+    logdensity = lambda x: -0.5 * jnp.sum(x**2) / sigma2
+    starts = jnp.zeros((4000, 1))
+    runs = {"ula": (ula(logdensity, step_size), 100), "mala": (mala(logdensity, step_size), 200)}
+    results = final_states(runs, jax.random.PRNGKey(5), starts)
+    (ula_samples, ula_acceptance), (mala_samples, _) = results["ula"], results["mala"]
+    assert np.all(np.asarray(ula_acceptance) == 1.0)
+
+    predicted = sigma2 / (1.0 - step_size / (4.0 * sigma2))
+    ula_var, ula_se = variance_and_se(ula_samples)
+    assert abs(ula_var - predicted) < NUM_SE * ula_se, (ula_var, predicted)
+    assert abs(ula_var - sigma2) > NUM_SE * ula_se  # the bias is real at this step size
+    mala_var, mala_se = variance_and_se(mala_samples)
+    assert abs(mala_var - sigma2) < NUM_SE * mala_se, mala_var
+    assert abs(float(np.mean(mala_samples))) < NUM_SE * np.sqrt(sigma2 / 4000)
+
+
+# ------------------------------------------------------------------------------------------------
+# Divergences
+
+
+def record_chain(kernel: Kernel, key, position, num_steps: int):
+    """One chain; per step: (position before, state after, info). Call it under jax.jit."""
+
+    def body(state, step_key):
+        new_state, info = kernel.step(step_key, state)
+        return new_state, (state.position, new_state, info)
+
+    return jax.lax.scan(body, kernel.init(position), jax.random.split(key, num_steps))[1]
+
+
+def test_hmc_rejects_a_blown_up_trajectory():
+    """A step size far beyond stability overflows the trajectory: reject, keep the state, no NaN."""
+    logdensity = lambda x: -0.5 * jnp.sum(x**2)
+    kernel = hmc(logdensity, step_size=100.0, num_leapfrog_steps=10)
+    start = jnp.array([0.5, -1.0, 2.0])
+    run = jax.jit(lambda key, position: record_chain(kernel, key, position, 50))
+    before, after, info = run(jax.random.PRNGKey(6), start)
+    assert np.all(np.asarray(info.is_divergent))
+    assert not np.any(np.asarray(info.accepted))
+    np.testing.assert_array_equal(info.acceptance_prob, 0.0)
+    np.testing.assert_array_equal(after.position, jnp.broadcast_to(start, (50, 3)))
+    for leaf in jax.tree_util.tree_leaves(after):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    assert np.all(np.asarray(before) == np.asarray(start))
+
+
+def plus_infinity_region_logdensity(x):
+    """Standard normal, except +inf on x₀ > 0.5: a naive min(1, exp(Δ)) would accept that."""
+    return jnp.where(x[0] > 0.5, jnp.inf, -0.5 * jnp.sum(x**2))
+
+
+def test_infinite_proposal_logdensity_is_never_accepted():
+    kernels = {
+        "hmc": hmc(plus_infinity_region_logdensity, step_size=0.5, num_leapfrog_steps=3),
+        "mala": mala(plus_infinity_region_logdensity, step_size=1.0),
+    }
+
+    @jax.jit
+    def run(key, position):
+        return {name: record_chain(k, key, position, 400) for name, k in kernels.items()}
+
+    for name, (before, after, info) in run(jax.random.PRNGKey(7), jnp.array([-1.0, 0.0])).items():
+        divergent = np.asarray(info.is_divergent)
+        assert divergent.sum() > 20, name  # the region was proposed often
+        assert not np.any(np.asarray(info.accepted)[divergent]), name
+        np.testing.assert_array_equal(np.asarray(info.acceptance_prob)[divergent], 0.0)
+        np.testing.assert_array_equal(
+            np.asarray(after.position)[divergent], np.asarray(before)[divergent]
+        )
+        assert np.all(np.asarray(after.position)[:, 0] <= 0.5), name
+        assert np.all(np.isfinite(np.asarray(after.logdensity))), name
+        assert np.asarray(info.accepted).sum() > 50, name  # the chain still moves elsewhere
+
+
+# ------------------------------------------------------------------------------------------------
+# Contract and errors
+
+
+@pytest.mark.parametrize("make", [hmc, mala, ula])
+def test_state_and_info_shapes(make):
+    args = (0.2, 5) if make is hmc else (0.2,)
+    kernel = make(lambda x: -0.5 * jnp.sum(x**2), *args, inverse_mass_matrix=jnp.ones(4))
+    state = kernel.init(jnp.zeros(4))
+    chex.assert_shape((state.position, state.logdensity, state.logdensity_grad), [(4,), (), (4,)])
+    # Shapes and dtypes by abstract evaluation: nothing is compiled.
+    new_state, info = jax.eval_shape(kernel.step, jax.random.PRNGKey(0), state)
+    assert type(new_state) is type(state)
+    for old, new in zip(state, new_state, strict=True):
+        assert (old.shape, old.dtype) == (new.shape, new.dtype)
+    assert info.acceptance_prob.shape == () and info.accepted.shape == ()
+    assert info.accepted.dtype == jnp.bool_
+    if make is hmc:
+        assert isinstance(state, HMCState)
+        assert info.is_divergent.shape == () and info.energy_error.shape == ()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda f: hmc(f, step_size=0.0, num_leapfrog_steps=5),
+        lambda f: hmc(f, step_size=-0.1, num_leapfrog_steps=5),
+        lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=0),
+        lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=2.5),
+        lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.eye(3)),
+        lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.array([1.0, -1.0, 1.0])),
+        lambda f: mala(f, step_size=float("nan")),
+        lambda f: ula(f, step_size=0.0),
+        lambda f: mala(f, 0.1, inverse_mass_matrix=jnp.zeros(3)),
+    ],
+)
+def test_bad_configuration_raises(build):
+    with pytest.raises(ValueError):
+        build(lambda x: -0.5 * jnp.sum(x**2))
+
+
+@pytest.mark.parametrize("make", [hmc, mala, ula])
+def test_bad_positions_raise(make):
+    args = (0.1, 5) if make is hmc else (0.1,)
+    kernel = make(lambda x: -0.5 * jnp.sum(x**2), *args, inverse_mass_matrix=jnp.ones(3))
+    with pytest.raises(ValueError, match="shape"):
+        kernel.init(jnp.zeros(4))  # does not match the mass matrix
+    with pytest.raises(ValueError, match="vector"):
+        kernel.init(jnp.zeros((2, 3)))
+    with pytest.raises(ValueError, match="floating"):
+        kernel.init(jnp.zeros(3, jnp.int32))
