@@ -9,8 +9,7 @@ Rows (chain-steps/s = chains x steps / wall seconds):
               (no peer has an Ising Gibbs sampler; the floor is the comparison)
 
 Every library runs the same algorithm on the same log-density (the nflows_jax target, vmapped for
-TFP's batched API; the Gaussian's is ``energies.ill_conditioned_gaussian``'s evaluated without its
-identity matvec, see ``diagonal_gaussian_logdensity``, or as is with ``--dense-gaussian``), from
+TFP's batched API; the Gaussian is ``energies.ill_conditioned_gaussian``, axis-aligned, O(D)), from
 the same initial positions (exact draws from the target), with the same proposal scale / step
 size, inside one jitted function per library, and stores the same thing: the final position and a
 running per-chain sum of acceptance probabilities (one add per chain-step, for every library), so
@@ -43,7 +42,6 @@ Ratios in the table:
     python benchmarks/mcmc.py                       # full table, a few minutes on 2 CPU cores
     python benchmarks/mcmc.py --quick               # smoke run, tiny sizes
     python benchmarks/mcmc.py --rows banana ising --repeats 5
-    python benchmarks/mcmc.py --prototypes          # + the kernel variants proposed below
     taskset -c 0 python benchmarks/mcmc.py          # one core: see the note on CPU threads
 
 CPU threads: each step of these scans is a few small fused loops (10,000 x 2 floats for the
@@ -79,7 +77,6 @@ from nflows_jax.sampling.hmc import hmc
 from nflows_jax.sampling.mh import rwmh
 from nflows_jax.sampling.run import sample_chains
 from nflows_jax.targets.energies import (
-    GaussianTarget,
     banana_logdensity,
     ill_conditioned_gaussian,
 )
@@ -363,30 +360,7 @@ def banana_draws(key: Array, num_chains: int) -> Array:
     return jnp.stack([x1, z[:, 1] + 0.1 * (x1**2 - 100.0)], axis=1)
 
 
-def diagonal_gaussian_logdensity(target: GaussianTarget) -> Callable[[Array], Array]:
-    """``target.logdensity`` of an unrotated (diagonal) Gaussian, as O(D) elementwise work.
-
-    ``energies.ill_conditioned_gaussian(rotate=False)`` evaluates its quadratic form as
-    ``(x - mean) @ eigvecs`` with ``eigvecs`` the identity: a (D, D) matvec per evaluation, 100x
-    the work the density needs at D = 100, which then dominates every library's time alike. This
-    is the same function (checked here on a few points) without the matvec.
-    """
-    variances = jnp.diagonal(target.cov)
-    if not np.allclose(np.asarray(target.cov), np.diag(np.asarray(variances))):
-        raise ValueError("diagonal_gaussian_logdensity needs a diagonal covariance")
-    inverse_variances = 1.0 / variances
-    log_norm = -0.5 * jnp.sum(jnp.log(variances)) - 0.5 * variances.shape[0] * np.log(2 * np.pi)
-
-    def logdensity(x: Array) -> Array:
-        centred = x - target.mean
-        return -0.5 * jnp.sum(centred**2 * inverse_variances, axis=-1) + log_norm
-
-    points = jnp.sqrt(variances) * jax.random.normal(jax.random.PRNGKey(1), (5, variances.size))
-    np.testing.assert_allclose(logdensity(points), target.logdensity(points), rtol=1e-5)
-    return logdensity
-
-
-def make_case(name: str, quick: bool, key: Array, dense_gaussian: bool = False) -> Case:
+def make_case(name: str, quick: bool, key: Array) -> Case:
     """A row's sizes and target; chains start at exact draws so acceptance rates are stationary."""
     if name == "banana":
         num_chains, num_steps = (256, 50) if quick else (10_000, 1_000)
@@ -405,7 +379,7 @@ def make_case(name: str, quick: bool, key: Array, dense_gaussian: bool = False) 
         # The covariance is diagonal (rotate=False): exact draws are scaled normals.
         stds = jnp.sqrt(jnp.diagonal(target.cov))
         positions = stds * jax.random.normal(key, (num_chains, GAUSS_DIM))
-        logdensity = target.logdensity if dense_gaussian else diagonal_gaussian_logdensity(target)
+        logdensity = target.logdensity
         if name == "gauss_rwmh":
             return Case(
                 name,
@@ -465,115 +439,6 @@ def runners_for(case: Case) -> dict[str, Runner]:
 
 
 # ------------------------------------------------------------------------------------------------
-# Prototypes: faster kernel variants, to show what a change in nflows_jax's kernels would buy.
-# They follow the Kernel contract and run through the same ``sample_chains`` runner.
-
-
-def uniforms_two_words_per_hash(key: Array, size: int) -> Array:
-    """``size`` U[0, 1) floats from ceil(size / 2) threefry blocks: (size,).
-
-    With ``jax_threefry_partitionable`` (the default) ``jax.random.uniform`` spends one whole
-    threefry-2x32 block per 32-bit word (it XORs the block's two output words). A block's two
-    words are both pseudo-random (counter mode, as Random123 uses it), so drawing counters
-    0..size-1 through ``threefry_2x32`` directly gives the same quality for half the hashing.
-    """
-    bits = jax.extend.random.threefry_2x32(key, jnp.arange(size, dtype=jnp.uint32))
-    # 23 random mantissa bits under exponent 0: a float in [1, 2), minus 1.
-    floats = jax.lax.bitcast_convert_type((bits >> 9) | np.uint32(0x3F800000), jnp.float32)
-    return floats - 1.0
-
-
-def rwmh_two_words(logdensity_fn: Callable, scale: float) -> Kernel:
-    """``mh.rwmh`` for array positions with its random numbers from half the threefry blocks."""
-
-    class State(NamedTuple):
-        position: Array
-        logdensity: Array
-
-    class Info(NamedTuple):
-        acceptance_prob: Array
-
-    def init(position):
-        return State(position, logdensity_fn(position))
-
-    def step(key, state):
-        (dim,) = state.position.shape
-        uniforms = uniforms_two_words_per_hash(key, dim + 1)
-        centred = jnp.maximum(2.0 * uniforms[:dim] - 1.0, np.nextafter(np.float32(-1), 0))
-        noise = np.float32(np.sqrt(2.0)) * jax.scipy.special.erfinv(centred)
-        proposed = state.position + scale * noise
-        proposed_logdensity = logdensity_fn(proposed)
-        delta = proposed_logdensity - state.logdensity
-        acceptance_prob = jnp.exp(jnp.minimum(jnp.where(jnp.isnan(delta), -jnp.inf, delta), 0.0))
-        accepted = uniforms[dim] < acceptance_prob
-        new_state = State(
-            jnp.where(accepted, proposed, state.position),
-            jnp.where(accepted, proposed_logdensity, state.logdensity),
-        )
-        return new_state, Info(acceptance_prob)
-
-    return Kernel(init, step)
-
-
-def ising_gibbs_two_words(beta: float, coupling: float = 1.0, field: float = 0.0) -> Kernel:
-    """``gibbs.ising_gibbs`` as it stands (one uniform per site shared by both colours, p(up) from
-    a 5-entry table) with its uniforms drawn by ``uniforms_two_words_per_hash``.
-
-    The uniforms are most of the sweep's cost (the floor's too): halving the threefry blocks per
-    sweep is the one change left that moves this row.
-    """
-
-    class State(NamedTuple):
-        position: Array
-
-    class Info(NamedTuple):
-        acceptance_prob: Array
-
-    sums = jnp.arange(-4.0, 5.0, 2.0)
-    prob_up_table = jax.nn.sigmoid(2.0 * beta * (coupling * sums + field))  # (5,)
-
-    def prob_up(neighbour_sum):
-        # Thresholds halfway between the even values; exact for sums of four ±1 spins.
-        prob = jnp.where(neighbour_sum < 3.0, prob_up_table[3], prob_up_table[4])
-        prob = jnp.where(neighbour_sum < 1.0, prob_up_table[2], prob)
-        prob = jnp.where(neighbour_sum < -1.0, prob_up_table[1], prob)
-        return jnp.where(neighbour_sum < -3.0, prob_up_table[0], prob)
-
-    def init(spins):
-        return State(spins)
-
-    def step(key, state):
-        spins = state.position
-        height, width = spins.shape
-        rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-        black = (rows + cols) % 2 == 0
-        uniforms = uniforms_two_words_per_hash(key, height * width).reshape(height, width)
-        for colour in (black, ~black):
-            neighbours = (
-                jnp.roll(spins, 1, axis=-1)
-                + jnp.roll(spins, -1, axis=-1)
-                + jnp.roll(spins, 1, axis=-2)
-                + jnp.roll(spins, -1, axis=-2)
-            )
-            drawn = jnp.where(uniforms < prob_up(neighbours), 1.0, -1.0).astype(spins.dtype)
-            spins = jnp.where(colour, drawn, spins)
-        return State(spins), Info(jnp.ones(()))
-
-    return Kernel(init, step)
-
-
-def prototype_runners(case: Case) -> dict[str, Runner]:
-    """``--prototypes``: nflows_jax's algorithm with the kernel changes proposed in these rows."""
-    if case.name in ("banana", "gauss_rwmh"):
-        kernel = rwmh_two_words(case.logdensity_fn, case.scale)
-        return {"proto: rwmh 2 words/hash": nflows_runner(kernel, case.num_steps)}
-    if case.name == "ising":
-        kernel = ising_gibbs_two_words(ISING_BETA)
-        return {"proto: gibbs 2 words/hash": nflows_runner(kernel, case.num_steps)}
-    return {}
-
-
-# ------------------------------------------------------------------------------------------------
 # Measurement and report
 
 
@@ -582,17 +447,13 @@ def _ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else float("nan")
 
 
-def run_case(
-    case: Case, repeats: int, key: Array, prototypes: bool = False
-) -> list[dict[str, Any]]:
+def run_case(case: Case, repeats: int, key: Array) -> list[dict[str, Any]]:
     """Compile + warm up every library of the row, then time them round-robin ``repeats`` times.
 
     Round-robin rather than one library after the other: on a shared machine a burst of load then
     hits every library of the row alike instead of one of them; the best time of each is kept.
     """
     runners = runners_for(case)
-    if prototypes:
-        runners.update(prototype_runners(case))
     positions = case.initial_positions
     results = {}
     for library, run in runners.items():
@@ -677,16 +538,6 @@ def main() -> None:
     parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
     parser.add_argument("--repeats", type=int, default=3, help="timed calls; the best is kept")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--prototypes",
-        action="store_true",
-        help="also time the faster kernel variants defined in this file",
-    )
-    parser.add_argument(
-        "--dense-gaussian",
-        action="store_true",
-        help="use energies.ill_conditioned_gaussian's logdensity as is (a (D, D) matvec per call)",
-    )
     parser.add_argument("--out", default="benchmarks/results/mcmc.json")
     args = parser.parse_args()
 
@@ -705,10 +556,9 @@ def main() -> None:
             jax.random.fold_in(jax.random.PRNGKey(args.seed), index)
         )
         results += run_case(
-            make_case(name, args.quick, case_key, args.dense_gaussian),
+            make_case(name, args.quick, case_key),
             args.repeats,
             run_key,
-            args.prototypes,
         )
     table = markdown_table(results)
     print()
@@ -732,8 +582,6 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "command": " ".join(sys.argv),
         "quick": args.quick,
-        "dense_gaussian": args.dense_gaussian,
-        "prototypes": args.prototypes,
         "repeats": args.repeats,
         "total_seconds": time.perf_counter() - start,
     }

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nflows_jax.sampling.base import Array, Kernel, PRNGKey
+from nflows_jax.sampling.base import Array, Kernel, PRNGKey, uniform
 from nflows_jax.targets.lattice import RBM, ising_neighbour_sum
 
 __all__ = [
@@ -129,7 +129,7 @@ def ising_gibbs(
         rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
         black = (rows + cols) % 2 == 0
         table = jax.nn.sigmoid(2.0 * beta * (coupling * sums + field))  # p(up) for each sum
-        uniforms = jax.random.uniform(key, (height, width))
+        uniforms = uniform(key, height * width).reshape(height, width)
         for colour in (black, ~black):
             up = uniforms < prob_up(ising_neighbour_sum(spins), table)
             spins = jnp.where(colour, jnp.where(up, 1, -1).astype(spins.dtype), spins)
@@ -164,7 +164,7 @@ def rbm_gibbs(rbm: RBM) -> Kernel:
     def step(key: PRNGKey, state: RBMGibbsState) -> tuple[RBMGibbsState, GibbsInfo]:
         visible = state.position
         check_visible(visible)
-        uniforms = jax.random.uniform(key, (num_hidden + num_visible,))
+        uniforms = uniform(key, num_hidden + num_visible)
         visible_float = visible.astype(rbm.weights.dtype)
         prob_hidden = jax.nn.sigmoid(rbm.hidden_bias + visible_float @ rbm.weights)
         hidden_float = (uniforms[:num_hidden] < prob_hidden).astype(rbm.weights.dtype)
