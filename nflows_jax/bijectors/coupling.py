@@ -1,0 +1,237 @@
+"""Coupling layers: NICE (additive) and RealNVP (affine).
+
+The event (B, D) is split by a static mask into a kept part ``x_a`` and a changed part ``x_b``.
+One MLP conditioner sees ``x_a`` (concatenated with ``context`` for conditional flows) and
+outputs the shift (and log-scale) for ``x_b``::
+
+    additive:  y_b = x_b + t(x_a)                        log-det = 0 exactly
+    affine:    y_b = x_b * exp(s(x_a)) + t(x_a)          log-det = sum(s(x_a))
+
+with ``s = max_log_scale * tanh(raw / max_log_scale)``: bounded, and equal to ``raw`` to first
+order near 0. The conditioner's output layer is zero-initialised, so a fresh layer is exactly the
+identity. Masks are static index sets closed over by the functions (never integer params):
+``"half"`` keeps the first ``D // 2`` coordinates and changes the rest (pure slicing and one
+concatenate); ``"alternating"`` keeps the even coordinates and changes the odd ones. Alternate
+which part changes by chaining a permutation, e.g.
+``repeat(chain(affine_coupling(2), reverse_permutation()), 8)``.
+
+Params: the conditioner's flax params dict (``{"Dense_0": {"kernel", "bias"}, ...}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from nflows_jax.bijectors.base import Array, Bijector, Params, PRNGKey, check_batched
+from nflows_jax.nets.mlp import MLP
+
+
+class _Partition(NamedTuple):
+    """A static split of the last axis into a kept and a changed part, and its inverse."""
+
+    kept_size: int
+    changed_size: int
+    split: Callable[[Array], tuple[Array, Array]]  # (B, D) -> ((B, kept), (B, changed))
+    merge: Callable[[Array, Array], Array]  # ((B, kept), (B, changed)) -> (B, D)
+
+
+def _half_partition(event_size: int) -> _Partition:
+    kept = event_size // 2
+
+    def split(x):
+        return x[:, :kept], x[:, kept:]
+
+    def merge(x_kept, x_changed):
+        return jnp.concatenate([x_kept, x_changed], axis=1)
+
+    return _Partition(kept, event_size - kept, split, merge)
+
+
+def _alternating_partition(event_size: int) -> _Partition:
+    kept, changed = (event_size + 1) // 2, event_size // 2
+
+    def split(x):
+        return x[:, 0::2], x[:, 1::2]
+
+    def merge(x_kept, x_changed):
+        # Interleave by stacking pairs (even, odd) and flattening; an odd D leaves one kept
+        # coordinate at the end. Static shapes only: no gather, no scatter.
+        batch = x_kept.shape[0]
+        pairs = jnp.stack([x_kept[:, :changed], x_changed], axis=2).reshape(batch, 2 * changed)
+        if kept == changed:
+            return pairs
+        return jnp.concatenate([pairs, x_kept[:, changed:]], axis=1)
+
+    return _Partition(kept, changed, split, merge)
+
+
+def _partition(event_size: int, mask: str, layer: str) -> _Partition:
+    if not isinstance(event_size, int) or event_size < 2:
+        raise ValueError(
+            f"{layer} needs event_size >= 2 so that the conditioner sees at least one input "
+            f"and changes at least one coordinate; got {event_size!r}"
+        )
+    if mask == "half":
+        return _half_partition(event_size)
+    if mask == "alternating":
+        return _alternating_partition(event_size)
+    raise ValueError(f"{layer}: mask must be 'half' or 'alternating', got {mask!r}")
+
+
+class _Conditioner(NamedTuple):
+    """The MLP conditioner of a coupling layer, its mask and its input checks."""
+
+    init: Callable[[PRNGKey, Array, Array | None], Params]  # (key, x, context) -> params
+    apply: Callable[[Params, Array, Array | None], Array]  # (params, x_kept, context) -> out
+    partition: _Partition
+    check_x: Callable[[Array, str], None]  # raises ValueError unless shape is (B, event_size)
+
+
+def _conditioner(
+    layer: str,
+    event_size: int,
+    hidden: Sequence[int],
+    mask: str,
+    context_size: int,
+    outputs_per_changed: int,
+) -> _Conditioner:
+    partition = _partition(event_size, mask, layer)
+    if not isinstance(context_size, int) or context_size < 0:
+        raise ValueError(f"{layer}: context_size must be an int >= 0, got {context_size!r}")
+    net = MLP(tuple(hidden), outputs_per_changed * partition.changed_size)
+
+    def check_x(x: Array, name: str) -> None:
+        check_batched(x, name)
+        if x.shape[1:] != (event_size,):
+            raise ValueError(
+                f"{layer}(event_size={event_size}) needs {name} of shape (batch, {event_size}); "
+                f"got {x.shape}"
+            )
+
+    def net_input(x_kept: Array, context: Array | None) -> Array:
+        if context_size == 0:
+            if context is not None:
+                raise ValueError(
+                    f"{layer} was built with context_size=0 but got a context of shape "
+                    f"{jnp.shape(context)}; build it with context_size={jnp.shape(context)[-1]} "
+                    f"to condition on it"
+                )
+            return x_kept
+        expected = (x_kept.shape[0], context_size)
+        if context is None or jnp.shape(context) != expected:
+            got = None if context is None else jnp.shape(context)
+            raise ValueError(
+                f"{layer} was built with context_size={context_size}: context must have shape "
+                f"{expected} (batch, context_size); got {got}"
+            )
+        return jnp.concatenate([x_kept, context.astype(x_kept.dtype)], axis=1)
+
+    def init(key: PRNGKey, x: Array, context: Array | None) -> Params:
+        check_x(x, "x")
+        x_kept, _ = partition.split(x[:1])  # one row is enough to fix the shapes
+        first_context = None if context is None else context[:1]
+        return net.init(key, net_input(x_kept, first_context))["params"]
+
+    def apply(params: Params, x_kept: Array, context: Array | None) -> Array:
+        return net.apply({"params": params}, net_input(x_kept, context))
+
+    return _Conditioner(init, apply, partition, check_x)
+
+
+def additive_coupling(
+    event_size: int,
+    hidden: Sequence[int] = (64, 64),
+    mask: str = "half",
+    context_size: int = 0,
+) -> Bijector:
+    """NICE's additive coupling ``y_b = x_b + t(x_a)`` on (B, event_size); log-det exactly 0.
+
+    Args:
+      event_size: D >= 2.
+      hidden: hidden widths of the MLP conditioner.
+      mask: ``"half"`` or ``"alternating"`` (see the module docstring).
+      context_size: C, the width of the ``context`` (B, C) to condition on; 0 for none, in which
+        case passing a context is an error (it would otherwise be silently ignored).
+    """
+    conditioner = _conditioner(
+        "additive_coupling", event_size, hidden, mask, context_size, outputs_per_changed=1
+    )
+    split, merge = conditioner.partition.split, conditioner.partition.merge
+    check_x = conditioner.check_x
+
+    def init(key: PRNGKey, x: Array, context: Array | None = None) -> Params:
+        return conditioner.init(key, x, context)
+
+    def forward(params: Params, x: Array, context: Array | None = None):
+        check_x(x, "x")
+        x_kept, x_changed = split(x)
+        shift = conditioner.apply(params, x_kept, context)
+        return merge(x_kept, x_changed + shift), jnp.zeros(x.shape[:1], x.dtype)
+
+    def inverse(params: Params, y: Array, context: Array | None = None):
+        check_x(y, "y")
+        y_kept, y_changed = split(y)
+        shift = conditioner.apply(params, y_kept, context)
+        return merge(y_kept, y_changed - shift), jnp.zeros(y.shape[:1], y.dtype)
+
+    return Bijector(init, forward, inverse)
+
+
+def affine_coupling(
+    event_size: int,
+    hidden: Sequence[int] = (64, 64),
+    mask: str = "half",
+    context_size: int = 0,
+    max_log_scale: float = 5.0,
+) -> Bijector:
+    """RealNVP's affine coupling ``y_b = x_b * exp(s(x_a)) + t(x_a)`` on (B, event_size).
+
+    Args:
+      event_size: D >= 2.
+      hidden: hidden widths of the MLP conditioner (one network outputs both shift and scale).
+      mask: ``"half"`` or ``"alternating"`` (see the module docstring).
+      context_size: C, the width of the ``context`` (B, C) to condition on; 0 for none, in which
+        case passing a context is an error (it would otherwise be silently ignored).
+      max_log_scale: bound on |s|: ``s = max_log_scale * tanh(raw / max_log_scale)``, so one
+        layer scales each coordinate by at most ``exp(±max_log_scale)``.
+
+    The log-det is ``sum(s)`` forward and ``-sum(s)`` inverse.
+    """
+    if not max_log_scale > 0:
+        raise ValueError(f"affine_coupling: max_log_scale must be > 0, got {max_log_scale!r}")
+    conditioner = _conditioner(
+        "affine_coupling", event_size, hidden, mask, context_size, outputs_per_changed=2
+    )
+    split, merge = conditioner.partition.split, conditioner.partition.merge
+    check_x = conditioner.check_x
+    changed = conditioner.partition.changed_size
+    inv_max = 1.0 / max_log_scale
+
+    def shift_and_log_scale(params, x_kept, context):
+        out = conditioner.apply(params, x_kept, context)
+        return out[:, :changed], max_log_scale * jnp.tanh(out[:, changed:] * inv_max)
+
+    def init(key: PRNGKey, x: Array, context: Array | None = None) -> Params:
+        return conditioner.init(key, x, context)
+
+    def forward(params: Params, x: Array, context: Array | None = None):
+        check_x(x, "x")
+        x_kept, x_changed = split(x)
+        shift, log_scale = shift_and_log_scale(params, x_kept, context)
+        y_changed = x_changed * jnp.exp(log_scale) + shift
+        return merge(x_kept, y_changed), jnp.sum(log_scale, axis=1)
+
+    def inverse(params: Params, y: Array, context: Array | None = None):
+        check_x(y, "y")
+        y_kept, y_changed = split(y)
+        shift, log_scale = shift_and_log_scale(params, y_kept, context)
+        x_changed = (y_changed - shift) * jnp.exp(-log_scale)
+        return merge(y_kept, x_changed), -jnp.sum(log_scale, axis=1)
+
+    return Bijector(init, forward, inverse)
+
+
+__all__ = ["additive_coupling", "affine_coupling"]
