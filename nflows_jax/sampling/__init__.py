@@ -1,5 +1,52 @@
-"""Sampling methods: exact samplers, importance sampling, Markov chains and MCMC kernels."""
+"""Sampling methods: exact samplers, importance sampling, Markov chains and MCMC kernels.
 
-from nflows_jax.sampling.base import Kernel
+Every MCMC method is a ``Kernel(init, step)`` of pure single-chain functions (see ``base``);
+``sample_chains`` vmaps one over chains and scans it over steps.
+"""
 
-__all__ = ["Kernel"]
+from nflows_jax.sampling.base import Kernel, normal_and_uniform, uniform
+from nflows_jax.sampling.diagnostics import (
+    autocorrelation,
+    effective_sample_size,
+    nested_rhat,
+    split_rhat,
+)
+from nflows_jax.sampling.gibbs import (
+    discrete_gibbs,
+    gaussian_gibbs,
+    ising_gibbs,
+    rbm_gibbs,
+)
+from nflows_jax.sampling.hmc import hmc, leapfrog
+from nflows_jax.sampling.langevin import mala, ula
+from nflows_jax.sampling.mh import independence_mh, mh, rwmh
+from nflows_jax.sampling.run import ChainResult, sample_chains
+from nflows_jax.sampling.sgmcmc import minibatch_grad_estimator, sghmc, sgld
+from nflows_jax.sampling.tempering import parallel_tempering
+
+__all__ = [
+    "ChainResult",
+    "Kernel",
+    "autocorrelation",
+    "discrete_gibbs",
+    "effective_sample_size",
+    "gaussian_gibbs",
+    "hmc",
+    "independence_mh",
+    "ising_gibbs",
+    "leapfrog",
+    "mala",
+    "mh",
+    "minibatch_grad_estimator",
+    "nested_rhat",
+    "normal_and_uniform",
+    "parallel_tempering",
+    "rbm_gibbs",
+    "rwmh",
+    "sample_chains",
+    "sghmc",
+    "sgld",
+    "split_rhat",
+    "ula",
+    "uniform",
+]
