@@ -50,6 +50,18 @@ LEARNING_RATE = 1e-3
 Setup = tuple[Callable, object]
 
 
+def adam_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
+    """The train step every library shares: (params, opt_state), x -> new state, loss."""
+
+    def step(state, x):
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(loss_fn)(params, x)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
+
+    return step
+
+
 def nflows_setup(num_layers: int, key: jax.Array) -> Setup:
     layer = chain(affine_coupling(2, hidden=HIDDEN), reverse_permutation())
     flow = flows.Flow(flows.standard_normal(2), repeat(layer, num_layers))
@@ -59,11 +71,7 @@ def nflows_setup(num_layers: int, key: jax.Array) -> Setup:
     def loss_fn(params, x):
         return -jnp.mean(flows.log_prob(flow, params, x))
 
-    def step(state, x):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+    step = adam_step(loss_fn, optimizer)
 
     def log_prob(state, x):
         return flows.log_prob(flow, state[0], x)
@@ -94,11 +102,7 @@ def distrax_setup(num_layers: int, key: jax.Array) -> Setup:
     def loss_fn(params, x):
         return -jnp.mean(make_flow(params).log_prob(x))
 
-    def step(state, x):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+    step = adam_step(loss_fn, optimizer)
 
     def log_prob(state, x):
         return make_flow(state[0]).log_prob(x)
@@ -122,11 +126,7 @@ def flowjax_setup(num_layers: int, key: jax.Array) -> Setup:
         dist = paramax.unwrap(eqx.combine(params, static))
         return -jnp.mean(dist.log_prob(x))
 
-    def step(state, x):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+    step = adam_step(loss_fn, optimizer)
 
     def log_prob(state, x):
         return paramax.unwrap(eqx.combine(state[0], static)).log_prob(x)

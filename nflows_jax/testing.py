@@ -127,3 +127,22 @@ def perturb(params: Params, key: PRNGKey, scale: float = 0.3) -> Params:
         for k, leaf in zip(keys, leaves, strict=False)
     ]
     return jax.tree_util.tree_unflatten(treedef, noisy)
+
+
+def assert_moments_match(samples, mean, covariance, num_standard_errors: float = 5.0) -> None:
+    """Assert the mean and covariance of independent samples (N, D) match the exact ones.
+
+    Each entry may differ from the truth by ``num_standard_errors`` of its own Monte-Carlo
+    standard error (the sample standard deviation of the per-sample terms over sqrt(N)); use
+    independent draws, e.g. the final states of many chains, so that this error is valid.
+    """
+    samples = np.asarray(samples, np.float64)
+    num = samples.shape[0]
+    sample_mean = samples.mean(axis=0)
+    mean_se = samples.std(axis=0, ddof=1) / np.sqrt(num)
+    np.testing.assert_array_less(np.abs(sample_mean - mean), num_standard_errors * mean_se)
+    centred = samples - sample_mean
+    products = centred[:, :, None] * centred[:, None, :]  # per-sample contributions (N, D, D)
+    covariance_se = products.std(axis=0, ddof=1) / np.sqrt(num)
+    error = np.abs(products.mean(axis=0) - covariance)
+    np.testing.assert_array_less(error, num_standard_errors * covariance_se)

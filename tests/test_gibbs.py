@@ -35,6 +35,7 @@ from nflows_jax.targets.lattice import (
     rbm_joint_logdensity,
     rbm_visible_logdensity,
 )
+from nflows_jax.testing import assert_moments_match
 
 P_VALUE_THRESHOLD = 1e-3
 NUM_STANDARD_ERRORS = 5.0
@@ -83,20 +84,6 @@ def chi_square_p_value(observed_counts, expected_probs, min_expected=5.0):
         observed, expected = observed[:-1], expected[:-1]
     statistic = np.sum((observed - expected) ** 2 / expected)
     return scipy.stats.chi2.sf(statistic, len(expected) - 1)
-
-
-def assert_moments_match(samples, mean, covariance):
-    """Mean and covariance of (N, D) independent samples within 5 Monte-Carlo standard errors."""
-    samples = np.asarray(samples, np.float64)
-    num = samples.shape[0]
-    sample_mean = samples.mean(axis=0)
-    mean_se = samples.std(axis=0, ddof=1) / np.sqrt(num)
-    np.testing.assert_array_less(np.abs(sample_mean - mean), NUM_STANDARD_ERRORS * mean_se)
-    centred = samples - sample_mean
-    products = centred[:, :, None] * centred[:, None, :]
-    covariance_se = products.std(axis=0, ddof=1) / np.sqrt(num)
-    error = np.abs(products.mean(axis=0) - covariance)
-    np.testing.assert_array_less(error, NUM_STANDARD_ERRORS * covariance_se)
 
 
 # --------------------------------------------------------------------------------------------

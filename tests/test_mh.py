@@ -16,6 +16,7 @@ import pytest
 from nflows_jax.sampling import markov
 from nflows_jax.sampling.base import Kernel, normal_and_uniform
 from nflows_jax.sampling.mh import independence_mh, mh, rwmh
+from nflows_jax.testing import assert_moments_match
 
 P_VALUE_THRESHOLD = 1e-3
 NUM_STANDARD_ERRORS = 5.0
@@ -55,20 +56,6 @@ def run_chains_of_kernels(key, kernels, initial_positions, num_steps):
 def run_chains(key, kernel, initial_positions, num_steps):
     """Final states and all infos of independent chains of one kernel."""
     return run_chains_of_kernels(key, [kernel], initial_positions, num_steps)[0]
-
-
-def assert_moments_match(samples, mean, covariance):
-    """Mean and covariance of (N, D) independent samples within 5 Monte-Carlo standard errors."""
-    samples = np.asarray(samples, np.float64)
-    num = samples.shape[0]
-    sample_mean = samples.mean(axis=0)
-    mean_se = samples.std(axis=0, ddof=1) / np.sqrt(num)
-    np.testing.assert_array_less(np.abs(sample_mean - mean), NUM_STANDARD_ERRORS * mean_se)
-    centred = samples - sample_mean
-    products = centred[:, :, None] * centred[:, None, :]  # per-sample contributions (N, D, D)
-    covariance_se = products.std(axis=0, ddof=1) / np.sqrt(num)
-    error = np.abs(products.mean(axis=0) - covariance)
-    np.testing.assert_array_less(error, NUM_STANDARD_ERRORS * covariance_se)
 
 
 # --------------------------------------------------------------------------------------------
