@@ -162,15 +162,8 @@ def nflows_runner(kernel: Kernel, num_steps: int) -> Runner:
     return run
 
 
-# ------------------------------------------------------------------------------------------------
-# RWMH
-
-
-def blackjax_rwmh(case: Case) -> Runner:
-    dim = case.initial_positions.shape[-1]
-    algorithm = blackjax.additive_step_random_walk.normal_random_walk(
-        case.logdensity_fn, case.scale * jnp.ones(dim)
-    )
+def blackjax_run(algorithm, case: Case) -> Runner:
+    """blackjax as its users drive it: ``split(step_key, C)`` each step, ``vmap(step)``."""
 
     def step_all(step_key, states):
         keys = jax.random.split(step_key, case.num_chains)
@@ -184,6 +177,37 @@ def blackjax_rwmh(case: Case) -> Runner:
         return states.position, acceptance
 
     return run
+
+
+def floor_run(step_all: Callable, case: Case) -> Runner:
+    """A floor's scan; ``step_all(key, (position, logdensity_sum))`` does the row's minimum work.
+
+    The log-density sum is returned (in the acceptance slot, not reported) so every evaluation is
+    live and XLA cannot drop it.
+    """
+
+    @jax.jit
+    def run(key, positions):
+        carry = (positions, jnp.zeros(case.num_chains))
+        (position, logdensity_sum), _ = lean_scan(
+            step_all, carry, key, case.num_steps, case.num_chains
+        )
+        return position, jnp.mean(logdensity_sum)
+
+    return run
+
+
+# ------------------------------------------------------------------------------------------------
+# RWMH
+
+
+def blackjax_rwmh(case: Case) -> Runner:
+    dim = case.initial_positions.shape[-1]
+    algorithm = blackjax.additive_step_random_walk.normal_random_walk(
+        case.logdensity_fn, case.scale * jnp.ones(dim)
+    )
+
+    return blackjax_run(algorithm, case)
 
 
 def tfp_lean_run(kernel, case: Case) -> Runner:
@@ -224,16 +248,7 @@ def floor_rwmh(case: Case) -> Runner:
         logdensity_sum = logdensity_sum + batched_logdensity(position) + uniforms
         return (position, logdensity_sum), jnp.zeros(case.num_chains)
 
-    @jax.jit
-    def run(key, positions):
-        carry = (positions, jnp.zeros(case.num_chains))
-        (position, logdensity_sum), _ = lean_scan(
-            step_all, carry, key, case.num_steps, case.num_chains
-        )
-        # Returned (in the acceptance slot, not reported) so the evaluations are live.
-        return position, jnp.mean(logdensity_sum)
-
-    return run
+    return floor_run(step_all, case)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,18 +264,7 @@ def blackjax_hmc(case: Case) -> Runner:
         num_integration_steps=case.num_leapfrog_steps,
     )
 
-    def step_all(step_key, states):
-        keys = jax.random.split(step_key, case.num_chains)
-        states, infos = jax.vmap(algorithm.step)(keys, states)
-        return states, infos.acceptance_rate
-
-    @jax.jit
-    def run(key, positions):
-        states = jax.vmap(algorithm.init)(positions)
-        states, acceptance = lean_scan(step_all, states, key, case.num_steps, case.num_chains)
-        return states.position, acceptance
-
-    return run
+    return blackjax_run(algorithm, case)
 
 
 def tfp_hmc(case: Case) -> Runner:
@@ -295,15 +299,7 @@ def floor_hmc(case: Case) -> Runner:
         )
         return (position, logdensity_sum), jnp.zeros(case.num_chains)
 
-    @jax.jit
-    def run(key, positions):
-        carry = (positions, jnp.zeros(case.num_chains))
-        (position, logdensity_sum), _ = lean_scan(
-            step_all, carry, key, case.num_steps, case.num_chains
-        )
-        return position, jnp.mean(logdensity_sum)
-
-    return run
+    return floor_run(step_all, case)
 
 
 # ------------------------------------------------------------------------------------------------
