@@ -28,12 +28,14 @@ wasted before the error is raised.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -162,26 +164,77 @@ def _train_step_for(loss_fn: LossFn, optimizer: optax.GradientTransformation) ->
     return _cached_train_step(loss_fn, optimizer)
 
 
-def _fresh_copy(tree: Any) -> Any:
-    """Copy every leaf into a new buffer, so donating them never invalidates the caller's arrays."""
-    return jax.tree.map(lambda leaf: jnp.array(leaf, copy=True), tree)
+def _show(value: Any) -> str:
+    """``repr`` with NumPy/JAX scalars as plain Python numbers (``3``, not ``np.int64(3)``)."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()
+    return repr(value)
 
 
-def _initial_state(params: Params, opt_state: Any, step: int) -> _TrainState:
+def _home_sharding(params: Params) -> jax.sharding.Sharding:
+    """The one device a run lives on: that of the first params leaf, else JAX's default device."""
+    for leaf in jax.tree.leaves(params):
+        if isinstance(leaf, jax.Array) and len(leaf.devices()) == 1:
+            return jax.sharding.SingleDeviceSharding(next(iter(leaf.devices())))
+        break
+    return jax.sharding.SingleDeviceSharding(jnp.zeros(()).devices().pop())
+
+
+def _placed(tree: Any, like: Any, sharding: jax.sharding.Sharding) -> Any:
+    """``tree``'s values in new buffers, with ``like``'s dtypes (strongly typed) on ``sharding``.
+
+    The jitted step's cache key holds every argument's dtype, weak type, sharding and whether it
+    is committed to a device. A fresh run's params (uncommitted, maybe weakly typed) and the arrays
+    orbax restores (committed) differ in those, so a resumed run used to compile the step again,
+    twice. Placing both the same way makes one compilation serve fresh and resumed runs alike.
+    The copy also keeps the step's buffer donation from deleting the caller's arrays.
+    """
+
+    def place(leaf: Any, template: Any) -> Array:
+        copy = jnp.array(leaf, dtype=jnp.result_type(template), copy=True)
+        return jax.device_put(copy, sharding)
+
+    return jax.tree.map(place, tree, like)
+
+
+def _initial_state(
+    params: Params, opt_state: Any, step: int, like: tuple[Params, Any]
+) -> _TrainState:
+    """The step's carry, every leaf committed to one device (see ``_placed``)."""
+    sharding = _home_sharding(like[0])
+    params, opt_state = _placed((params, opt_state), like, sharding)
+
+    def scalar(value: float, dtype: Any) -> Array:
+        return jax.device_put(jnp.asarray(value, dtype), sharding)
+
     return _TrainState(
-        params=_fresh_copy(params),
-        opt_state=_fresh_copy(opt_state),
-        step=jnp.asarray(step, jnp.int32),
-        bad_step=jnp.asarray(-1, jnp.int32),
-        bad_loss=jnp.asarray(0.0, jnp.float32),
-        bad_grad_norm=jnp.asarray(0.0, jnp.float32),
-        loss_sum=jnp.asarray(0.0, jnp.float32),
+        params=params,
+        opt_state=opt_state,
+        step=scalar(step, jnp.int32),
+        bad_step=scalar(-1, jnp.int32),
+        bad_loss=scalar(0.0, jnp.float32),
+        bad_grad_norm=scalar(0.0, jnp.float32),
+        loss_sum=scalar(0.0, jnp.float32),
     )
+
+
+@contextlib.contextmanager
+def _sync_point(reason: str) -> Iterator[None]:
+    """Marks the loop's only device->host reads: log points, evaluations, checkpoints, the end.
+
+    Inside, device->host transfers are allowed even when the caller runs ``fit`` under
+    ``jax.transfer_guard_device_to_host("disallow")``, so such a guard catches any read that
+    happens anywhere else in the loop (on accelerators; on CPU the guard never fires, as arrays
+    there are read without a copy). ``reason`` names the sync for tests that count them.
+    """
+    del reason
+    with jax.transfer_guard_device_to_host("allow"):
+        yield
 
 
 def _check_positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive int or None; got {value!r}")
+        raise ValueError(f"{name} must be a positive int or None; got {_show(value)}")
 
 
 def _new_history(num_steps: int) -> dict[str, Any]:
@@ -197,42 +250,121 @@ def _write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _tree_signature(tree: Any) -> dict[str, Any]:
+    """What a checkpoint must match to be this run's: tree structure, leaf paths, shapes, dtypes.
+
+    JSON-serialisable: ``{"treedef": str, "leaves": [[path, shape, dtype], ...]}``.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return {
+        "treedef": str(treedef),
+        "leaves": [
+            [
+                jax.tree_util.keystr(path),
+                [int(d) for d in jnp.shape(leaf)],
+                str(jnp.result_type(leaf)),
+            ]
+            for path, leaf in leaves
+        ],
+    }
+
+
+def _signature_difference(stored: dict[str, Any], expected: dict[str, Any]) -> str | None:
+    """A one-line description of the first difference between two signatures, or None."""
+    stored_leaves = {path: (shape, dtype) for path, shape, dtype in stored["leaves"]}
+    expected_leaves = {path: (shape, dtype) for path, shape, dtype in expected["leaves"]}
+    for path, (shape, dtype) in expected_leaves.items():
+        if path not in stored_leaves:
+            return f"the checkpoint has no leaf {path} (expected {dtype}{shape})"
+        if stored_leaves[path] != (shape, dtype):
+            stored_shape, stored_dtype = stored_leaves[path]
+            return f"leaf {path} is {stored_dtype}{stored_shape} there, {dtype}{shape} here"
+    for path, (shape, dtype) in stored_leaves.items():
+        if path not in expected_leaves:
+            return f"the checkpoint has a leaf {path} ({dtype}{shape}) that this run does not"
+    if stored["treedef"] != expected["treedef"]:
+        return f"tree structure {stored['treedef']} there, {expected['treedef']} here"
+    return None
+
+
+class CheckpointMismatchError(ValueError):
+    """``checkpoint_dir`` holds a checkpoint that is not this run's (another model, optimizer or
+    dtype), or one past ``num_steps``."""
+
+
 class _Checkpoints:
-    """A thin wrapper over ``orbax.checkpoint.CheckpointManager``: state pytree + history JSON."""
+    """A thin wrapper over ``orbax.checkpoint.CheckpointManager``.
+
+    Each checkpoint holds three items: ``state`` (params and optimizer state), ``history`` (JSON)
+    and ``signature`` (JSON, ``_tree_signature`` of the state) to refuse another model's files.
+    """
 
     def __init__(self, directory: str | os.PathLike, max_to_keep: int | None) -> None:
         import orbax.checkpoint as ocp  # imported lazily: only runs with checkpoints pay for it
 
         self._ocp = ocp
+        self.directory = Path(directory).resolve()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self._manager = ocp.CheckpointManager(Path(directory).resolve(), options=options)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def restore(self, step: int, params: Params, opt_state: Any) -> tuple[Params, Any, dict]:
+    def _mismatch(self, step: int, detail: str) -> CheckpointMismatchError:
+        return CheckpointMismatchError(
+            f"checkpoint_dir {self.directory} holds another model's checkpoint (step {step}): "
+            f"{detail}. Use a new checkpoint_dir for this model, or delete that directory."
+        )
+
+    def _stored_signature(self, step: int) -> dict[str, Any] | None:
+        """The saved signature, or None for checkpoints written before signatures existed."""
         ocp = self._ocp
-        abstract = jax.tree.map(
-            ocp.utils.to_shape_dtype_struct, {"params": params, "opt_state": opt_state}
-        )
+        if not (self.directory / str(step) / "signature").exists():
+            return None
         restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
-            ),
+            step, args=ocp.args.Composite(signature=ocp.args.JsonRestore())
         )
+        return dict(restored.signature)
+
+    def restore(self, step: int, params: Params, opt_state: Any) -> tuple[Params, Any, dict]:
+        """Params, optimizer state and history of checkpoint ``step``; the given params and
+        optimizer state supply the expected structure, shapes and dtypes.
+
+        Raises:
+          CheckpointMismatchError: the checkpoint holds a different tree.
+        """
+        ocp = self._ocp
+        expected = {"params": params, "opt_state": opt_state}
+        stored = self._stored_signature(step)
+        if stored is not None:
+            difference = _signature_difference(stored, _tree_signature(expected))
+            if difference is not None:
+                raise self._mismatch(step, difference)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, expected)
+        try:
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract), history=ocp.args.JsonRestore()
+                ),
+            )
+        except Exception as error:  # an unsigned checkpoint of another tree: orbax's own error
+            raise self._mismatch(step, f"orbax could not restore it ({type(error).__name__}: "
+                                 f"{error})") from error  # fmt: skip
         return restored.state["params"], restored.state["opt_state"], dict(restored.history)
 
     def save(self, step: int, params: Params, opt_state: Any, history: dict) -> None:
         ocp = self._ocp
+        state = {"params": params, "opt_state": opt_state}
         # Saving is asynchronous: orbax copies the arrays to host memory before save() returns,
         # so the next step may donate (overwrite) the device buffers while files are written.
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave({"params": params, "opt_state": opt_state}),
+                state=ocp.args.StandardSave(state),
                 # A snapshot: the history keeps growing while an async save is still writing.
                 history=ocp.args.JsonSave(json.loads(json.dumps(history))),
+                signature=ocp.args.JsonSave(_tree_signature(state)),
             ),
             force=True,
         )
@@ -241,6 +373,108 @@ class _Checkpoints:
         """Wait for pending saves to land on disk, then release the manager."""
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _restore_or_start(
+    checkpoints: _Checkpoints | None, num_steps: int, params: Params, opt_state: Any
+) -> tuple[Params, Any, dict[str, Any], int]:
+    """(params, opt_state, history, start_step): from the latest checkpoint, or fresh."""
+    history = _new_history(num_steps)
+    latest = None if checkpoints is None else checkpoints.latest_step()
+    if latest is None:
+        return params, opt_state, history, 0
+    if latest > num_steps:
+        raise CheckpointMismatchError(
+            f"checkpoint_dir {checkpoints.directory} holds a checkpoint at step {int(latest)}, "
+            f"past num_steps={num_steps}; fit never returns params from beyond num_steps. Use a "
+            f"new checkpoint_dir, or num_steps >= {int(latest)} to continue that run."
+        )
+    params, opt_state, history = checkpoints.restore(latest, params, opt_state)
+    history["num_steps"] = num_steps
+    return params, opt_state, history, int(latest)
+
+
+class _PlainProgress:
+    """Progress for logs (stderr not a terminal): a few whole lines instead of a redrawn bar.
+
+    One line at each log point that first reaches a quarter of the run (25/50/75 %) and one at
+    the end: ``"<description>: step 750/1000 (75%), loss 1.234, 512 steps/s"``.
+    """
+
+    def __init__(self, description: str, start_step: int, num_steps: int, stream: Any) -> None:
+        self.description = description
+        self.num_steps = num_steps
+        self.stream = stream
+        self.started = time.perf_counter()
+        self.start_step = start_step
+        quarters = [math.ceil(k * num_steps / 4) for k in (1, 2, 3)]
+        self.marks = [mark for mark in quarters if mark > start_step]
+
+    def update(self, done: int) -> None:
+        del done  # lines are written at log points only, where the loss is known
+
+    def log(self, done: int, loss: float) -> None:
+        if done < self.num_steps and not (self.marks and done >= self.marks[0]):
+            return
+        while self.marks and done >= self.marks[0]:
+            self.marks.pop(0)
+        elapsed = time.perf_counter() - self.started
+        rate = (done - self.start_step) / elapsed if elapsed > 0 else math.nan
+        percent = 100.0 * done / self.num_steps
+        print(
+            f"{self.description}: step {done}/{self.num_steps} ({percent:.0f}%), "
+            f"loss {loss:.4g}, {rate:.0f} steps/s",
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        pass
+
+
+class _BarProgress:
+    """A tqdm bar with the latest logged loss (for a terminal)."""
+
+    def __init__(self, description: str, start_step: int, num_steps: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=num_steps, initial=start_step, desc=description, dynamic_ncols=True)
+
+    def update(self, done: int) -> None:
+        self.bar.update(done - self.bar.n)
+
+    def log(self, done: int, loss: float) -> None:
+        self.update(done)
+        self.bar.set_postfix(loss=f"{loss:.4g}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _NoProgress:
+    def update(self, done: int) -> None:
+        pass
+
+    def log(self, done: int, loss: float) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_reporter(
+    progress: bool | None, description: str, start_step: int, num_steps: int
+) -> _PlainProgress | _BarProgress | _NoProgress:
+    """``True``: a tqdm bar; ``False``: nothing; ``None``: a bar when stderr is a terminal,
+    else ``_PlainProgress`` lines (readable in log files and CI output)."""
+    if progress is None:
+        isatty = getattr(sys.stderr, "isatty", None)
+        if not (isatty is not None and isatty()):
+            return _PlainProgress(description, start_step, num_steps, sys.stderr)
+        progress = True
+    if progress:
+        return _BarProgress(description, start_step, num_steps)
+    return _NoProgress()
 
 
 def fit(
@@ -257,11 +491,15 @@ def fit(
     checkpoint_every: int | None = 1000,
     max_checkpoints_to_keep: int | None = 3,
     metrics_path: str | os.PathLike | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
     description: str = "fit",
     log_every: int = 100,
 ) -> TrainResult:
     """Minimise ``loss_fn`` with ``optimizer`` for ``num_steps`` steps (in total, across resumes).
+
+    The run lives on one device: the params' (or JAX's default). Its carry is placed the same way
+    whether fresh or restored, so the step compiles once per (loss_fn, optimizer, shapes) in a
+    process, however often ``fit`` is called or resumed.
 
     Args:
       loss_fn: ``loss_fn(params, batch, key) -> scalar``, jit-able.
@@ -278,15 +516,22 @@ def fit(
       checkpoint_dir: where to save/resume. When it holds a checkpoint, training resumes from the
         latest one (the given ``params`` then only supply the tree structure) and the history
         saved with it is continued. Params are reproduced exactly; the logged mean losses match
-        an uninterrupted run's when ``checkpoint_every`` is a multiple of ``log_every``.
+        an uninterrupted run's when ``checkpoint_every`` is a multiple of ``log_every``. A
+        checkpoint of another tree (model, optimizer or dtype) or one past ``num_steps`` raises
+        ``CheckpointMismatchError`` before any step is taken.
       checkpoint_every: checkpoint period in steps (``None``: only after the last step). A
         checkpoint is always written after the last step when ``checkpoint_dir`` is set.
-      max_checkpoints_to_keep: older checkpoints are deleted (``None`` keeps all).
+      max_checkpoints_to_keep: only the newest this many checkpoints are kept (``None``: all).
       metrics_path: write ``history`` as JSON there (after the run, at each checkpoint and when
-        a ``NonFiniteLossError`` is raised).
-      progress: show a tqdm bar with the current loss.
-      description: the progress bar's label (e.g. the dataset and model being fitted).
-      log_every: record the loss, update the bar and check the NaN flag every this many steps.
+        a ``NonFiniteLossError`` is raised, with ``history["error"]`` naming the bad step).
+      progress: ``True``: a tqdm bar with the current loss; ``False``: print nothing; ``None``
+        (default): the bar when stderr is a terminal, otherwise (log files, CI, pipes) a few
+        plain lines on stderr, at 25/50/75 % and at the end, each
+        ``"<description>: step s/num_steps (p%), loss l, r steps/s"``.
+      description: the progress label (e.g. the dataset and model being fitted).
+      log_every: record the loss, update the progress and check the NaN flag every this many
+        steps. These log points (with evaluations, checkpoints and the end) are the only places
+        the loop reads from the device; between them steps are only dispatched.
 
     Returns:
       ``TrainResult(params, opt_state, history)``.
@@ -294,32 +539,33 @@ def fit(
     Raises:
       NonFiniteLossError: a loss or gradient norm was NaN/inf; ``.params`` are the last finite
         params and ``.step`` the bad step.
+      CheckpointMismatchError: (a ``ValueError``) ``checkpoint_dir`` holds another model's
+        checkpoint, or one past ``num_steps``.
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(num_steps, int) or num_steps < 0:
-        raise ValueError(f"num_steps must be a non-negative int; got {num_steps!r}")
+        raise ValueError(f"num_steps must be a non-negative int; got {_show(num_steps)}")
+    if log_every is None:
+        raise ValueError("log_every must be a positive int; got None")
     _check_positive("log_every", log_every)
     _check_positive("eval_every", eval_every)
     _check_positive("checkpoint_every", checkpoint_every)
-    if log_every is None:
-        raise ValueError("log_every must be a positive int; got None")
 
-    opt_state = optimizer.init(params)
-    history = _new_history(num_steps)
-    start_step = 0
-    checkpoints = None
-    if checkpoint_dir is not None:
-        checkpoints = _Checkpoints(checkpoint_dir, max_checkpoints_to_keep)
-        latest = checkpoints.latest_step()
-        if latest is not None:
-            params, opt_state, history = checkpoints.restore(latest, params, opt_state)
-            history["num_steps"] = num_steps
-            start_step = int(latest)
-
+    fresh_opt_state = optimizer.init(params)
+    checkpoints = (
+        None if checkpoint_dir is None else _Checkpoints(checkpoint_dir, max_checkpoints_to_keep)
+    )
+    try:
+        restored_params, opt_state, history, start_step = _restore_or_start(
+            checkpoints, num_steps, params, fresh_opt_state
+        )
+    except BaseException:
+        if checkpoints is not None:
+            checkpoints.close()
+        raise
     history["start_step"] = start_step
-    state = _initial_state(params, opt_state, start_step)
+    state = _initial_state(restored_params, opt_state, start_step, like=(params, fresh_opt_state))
     train_step = _train_step_for(loss_fn, optimizer)
+    home = _home_sharding(params)
 
     def finish_metrics(steps_run: int, started: float, first_step_done: float | None) -> None:
         elapsed = time.perf_counter() - started
@@ -332,14 +578,18 @@ def fit(
         history["steps_per_second_after_compile"] = after_compile
 
     def raise_if_non_finite(state: _TrainState, fetched_bad_step: int | None = None) -> None:
-        bad_step = int(state.bad_step) if fetched_bad_step is None else fetched_bad_step
-        if bad_step >= 0:
+        if fetched_bad_step is None:
+            with _sync_point("nan_check"):
+                fetched_bad_step = int(jax.device_get(state.bad_step))
+        if fetched_bad_step >= 0:
+            with _sync_point("error"):
+                bad_loss, bad_grad_norm = jax.device_get((state.bad_loss, state.bad_grad_norm))
             error = NonFiniteLossError(
-                bad_step,
+                fetched_bad_step,
                 state.params,
                 state.opt_state,
-                float(state.bad_loss),
-                float(state.bad_grad_norm),
+                float(bad_loss),
+                float(bad_grad_norm),
             )
             history["error"] = str(error)
             raise error
@@ -348,45 +598,46 @@ def fit(
     first_step_done = None
     last_log_step = start_step
     done = start_step
-    bar = tqdm(
-        total=num_steps,
-        initial=start_step,
-        disable=not progress,
-        desc=description,
-        dynamic_ncols=True,
-    )
+    reporter = _progress_reporter(progress, description, start_step, num_steps)
     try:
         for step in range(start_step, num_steps):
             state = train_step(state, batch_fn(step), key)
             done = step + 1
-            bar.update(1)
+            reporter.update(done)
             if first_step_done is None:
+                # Waits (no transfer) once, so the after-compile rate excludes compilation.
                 jax.block_until_ready(state.loss_sum)
                 first_step_done = time.perf_counter()
 
             if done % log_every == 0 or done == num_steps:
                 # One device->host transfer per log point; it doubles as the NaN check.
-                bad_step, loss_sum = jax.device_get((state.bad_step, state.loss_sum))
+                with _sync_point("log"):
+                    bad_step, loss_sum = jax.device_get((state.bad_step, state.loss_sum))
                 raise_if_non_finite(state, int(bad_step))
                 mean_loss = float(loss_sum) / (done - last_log_step)
                 history["log_steps"].append(done)
                 history["loss"].append(mean_loss)
-                bar.set_postfix(loss=f"{mean_loss:.4g}")
-                state = state._replace(loss_sum=jnp.zeros((), jnp.float32))
+                reporter.log(done, mean_loss)
+                # A new committed zero: the old one was donated, and an uncommitted one would
+                # change the step's cache key (one more compilation).
+                zero = jax.device_put(jnp.zeros((), jnp.float32), home)
+                state = state._replace(loss_sum=zero)
                 last_log_step = done
 
             if eval_fn is not None and (
                 done == num_steps or (eval_every is not None and done % eval_every == 0)
             ):
                 raise_if_non_finite(state)
-                results = {name: float(value) for name, value in eval_fn(state.params).items()}
+                with _sync_point("eval"):
+                    results = {name: float(value) for name, value in eval_fn(state.params).items()}
                 history["eval"].append({"step": done, **results})
 
             if checkpoints is not None and (
                 done == num_steps or (checkpoint_every is not None and done % checkpoint_every == 0)
             ):
                 raise_if_non_finite(state)
-                checkpoints.save(done, state.params, state.opt_state, history)
+                with _sync_point("checkpoint"):
+                    checkpoints.save(done, state.params, state.opt_state, history)
                 if metrics_path is not None:
                     finish_metrics(done - start_step, started, first_step_done)
                     _write_json(metrics_path, history)
@@ -396,9 +647,10 @@ def fit(
             _write_json(metrics_path, history)
         raise
     finally:
-        bar.close()
+        reporter.close()
         if checkpoints is not None:
-            checkpoints.close()
+            with _sync_point("checkpoint"):
+                checkpoints.close()
 
     finish_metrics(
         num_steps - start_step if num_steps > start_step else 0, started, first_step_done
@@ -408,4 +660,4 @@ def fit(
     return TrainResult(state.params, state.opt_state, history)
 
 
-__all__ = ["NonFiniteLossError", "TrainResult", "fit"]
+__all__ = ["CheckpointMismatchError", "NonFiniteLossError", "TrainResult", "fit"]
