@@ -250,30 +250,48 @@ def _write_json(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _path_string(path: tuple) -> str:
+    """A leaf's path as orbax's metadata spells it: every key as ``['name']`` or ``[index]``
+    (so ``ScaleByAdamState.mu`` reads ``['mu']``, as in orbax's tree metadata)."""
+    parts = []
+    for entry in path:
+        if isinstance(entry, jax.tree_util.SequenceKey):
+            parts.append(f"[{entry.idx}]")
+        elif isinstance(entry, jax.tree_util.GetAttrKey):
+            parts.append(f"[{entry.name!r}]")
+        elif isinstance(entry, jax.tree_util.DictKey):
+            parts.append(f"[{entry.key!r}]")
+        else:
+            parts.append(jax.tree_util.keystr((entry,)))
+    return "".join(parts)
+
+
 def _tree_signature(tree: Any) -> dict[str, Any]:
     """What a checkpoint must match to be this run's: tree structure, leaf paths, shapes, dtypes.
 
     JSON-serialisable: ``{"treedef": str, "leaves": [[path, shape, dtype], ...]}``.
+    Leaves may be arrays or anything with ``.shape`` and ``.dtype`` (orbax's metadata).
     """
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    leaves, structure = jax.tree_util.tree_flatten_with_path(tree)
     return {
-        "treedef": str(treedef),
+        "treedef": str(structure),
         "leaves": [
-            [
-                jax.tree_util.keystr(path),
-                [int(d) for d in jnp.shape(leaf)],
-                str(jnp.result_type(leaf)),
-            ]
+            [_path_string(path), [int(d) for d in leaf.shape], str(jnp.dtype(leaf.dtype))]
             for path, leaf in leaves
         ],
     }
 
 
 def _signature_difference(stored: dict[str, Any], expected: dict[str, Any]) -> str | None:
-    """A one-line description of the first difference between two signatures, or None."""
+    """A one-line description of the first difference between two signatures, or None.
+
+    A stored ``treedef`` of ``None`` (read from orbax's metadata) is not compared.
+    """
     stored_leaves = {path: (shape, dtype) for path, shape, dtype in stored["leaves"]}
     expected_leaves = {path: (shape, dtype) for path, shape, dtype in expected["leaves"]}
-    for path, (shape, dtype) in expected_leaves.items():
+    params_first = sorted(expected_leaves, key=lambda path: not path.startswith("['params']"))
+    for path in params_first:
+        shape, dtype = expected_leaves[path]
         if path not in stored_leaves:
             return f"the checkpoint has no leaf {path} (expected {dtype}{shape})"
         if stored_leaves[path] != (shape, dtype):
@@ -282,7 +300,7 @@ def _signature_difference(stored: dict[str, Any], expected: dict[str, Any]) -> s
     for path, (shape, dtype) in stored_leaves.items():
         if path not in expected_leaves:
             return f"the checkpoint has a leaf {path} ({dtype}{shape}) that this run does not"
-    if stored["treedef"] != expected["treedef"]:
+    if stored["treedef"] is not None and stored["treedef"] != expected["treedef"]:
         return f"tree structure {stored['treedef']} there, {expected['treedef']} here"
     return None
 
@@ -305,7 +323,14 @@ class _Checkpoints:
         self._ocp = ocp
         self.directory = Path(directory).resolve()
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        handlers = {
+            "state": ocp.StandardCheckpointHandler(),
+            "history": ocp.JsonCheckpointHandler(),
+            "signature": ocp.JsonCheckpointHandler(),
+        }
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_handlers=handlers
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -316,15 +341,17 @@ class _Checkpoints:
             f"{detail}. Use a new checkpoint_dir for this model, or delete that directory."
         )
 
-    def _stored_signature(self, step: int) -> dict[str, Any] | None:
-        """The saved signature, or None for checkpoints written before signatures existed."""
+    def _stored_signature(self, step: int) -> dict[str, Any]:
+        """The saved signature; for checkpoints written before signatures existed, one built
+        from orbax's metadata of the state (leaves only: it has no tree structure to compare)."""
         ocp = self._ocp
-        if not (self.directory / str(step) / "signature").exists():
-            return None
-        restored = self._manager.restore(
-            step, args=ocp.args.Composite(signature=ocp.args.JsonRestore())
-        )
-        return dict(restored.signature)
+        if (self.directory / str(step) / "signature").exists():
+            restored = self._manager.restore(
+                step, args=ocp.args.Composite(signature=ocp.args.JsonRestore())
+            )
+            return dict(restored.signature)
+        metadata = self._manager.item_metadata(step)["state"]
+        return {**_tree_signature(metadata), "treedef": None}
 
     def restore(self, step: int, params: Params, opt_state: Any) -> tuple[Params, Any, dict]:
         """Params, optimizer state and history of checkpoint ``step``; the given params and
@@ -335,7 +362,10 @@ class _Checkpoints:
         """
         ocp = self._ocp
         expected = {"params": params, "opt_state": opt_state}
-        stored = self._stored_signature(step)
+        try:
+            stored = self._stored_signature(step)
+        except Exception:  # unreadable metadata: the restore below reports what is wrong
+            stored = None
         if stored is not None:
             difference = _signature_difference(stored, _tree_signature(expected))
             if difference is not None:
