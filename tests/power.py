@@ -74,13 +74,17 @@ def ks_rejects(draws: np.ndarray, cdf: Callable[[np.ndarray], np.ndarray], alpha
     return math.sqrt(num) * ks_statistic(draws, cdf) > dkw_critical_value(alpha)
 
 
-def chi_square_power(num: int, probs: np.ndarray, wrong: np.ndarray, alpha: float) -> float:
+def chi_square_power(
+    num: int, probs: np.ndarray, wrong: np.ndarray, alpha: float, dof: int | None = None
+) -> float:
     """Approximate power of Pearson's χ² test at level α against ``wrong`` with n draws.
 
-    ``probs`` and ``wrong`` are over the same support (all probs > 0); dof = K - 1.
+    ``probs`` and ``wrong`` are over the same cells (all probs > 0); dof defaults to K - 1. For
+    tests that pool several rows of n draws each (a transition matrix), pass the rows' cells
+    concatenated and dof = Σ (K_i - 1): the noncentrality n Σ (p' - p)² / p adds up over rows.
     """
-    probs, wrong = np.asarray(probs, np.float64), np.asarray(wrong, np.float64)
-    dof = probs.shape[0] - 1
+    probs, wrong = np.asarray(probs, np.float64).ravel(), np.asarray(wrong, np.float64).ravel()
+    dof = probs.shape[0] - 1 if dof is None else int(dof)
     noncentrality = num * np.sum((wrong - probs) ** 2 / probs)
     critical = scipy.stats.chi2.isf(alpha, dof)
     return float(scipy.stats.ncx2.sf(critical, dof, noncentrality))
@@ -97,9 +101,11 @@ def _smallest(accept: Callable[[int], bool]) -> int:
     return high
 
 
-def chi_square_sample_size(probs: np.ndarray, wrong: np.ndarray, alpha: float, beta: float) -> int:
-    """Smallest n with ``chi_square_power(n, probs, wrong, alpha) >= 1 - beta``."""
-    return _smallest(lambda n: chi_square_power(n, probs, wrong, alpha) >= 1.0 - beta)
+def chi_square_sample_size(
+    probs: np.ndarray, wrong: np.ndarray, alpha: float, beta: float, dof: int | None = None
+) -> int:
+    """Smallest n with ``chi_square_power(n, probs, wrong, alpha, dof) >= 1 - beta``."""
+    return _smallest(lambda n: chi_square_power(n, probs, wrong, alpha, dof) >= 1.0 - beta)
 
 
 def shift_between(probs: np.ndarray, i: int, j: int, shift: float) -> np.ndarray:
