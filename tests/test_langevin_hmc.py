@@ -297,6 +297,12 @@ def test_hmc_rejects_a_blown_up_trajectory():
     assert not np.any(np.asarray(info.accepted))
     np.testing.assert_array_equal(info.acceptance_prob, 0.0)
     np.testing.assert_array_equal(after.position, jnp.broadcast_to(start, (50, 3)))
+    # Rejections keep the cached log-density and gradient bitwise (no re-evaluation).
+    initial = kernel.init(start)
+    np.testing.assert_array_equal(after.logdensity, jnp.broadcast_to(initial.logdensity, (50,)))
+    np.testing.assert_array_equal(
+        after.logdensity_grad, jnp.broadcast_to(initial.logdensity_grad, (50, 3))
+    )
     for leaf in jax.tree_util.tree_leaves(after):
         assert np.all(np.isfinite(np.asarray(leaf)))
     assert np.all(np.asarray(before) == np.asarray(start))
@@ -375,9 +381,190 @@ def test_bad_configuration_raises(build):
 def test_bad_positions_raise(make):
     args = (0.1, 5) if make is hmc else (0.1,)
     kernel = make(lambda x: -0.5 * jnp.sum(x**2), *args, inverse_mass_matrix=jnp.ones(3))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=r"inverse_mass_matrix has shape \(3,\).*4 coordinates"):
         kernel.init(jnp.zeros(4))  # does not match the mass matrix
-    with pytest.raises(ValueError, match="vector"):
-        kernel.init(jnp.zeros((2, 3)))
-    with pytest.raises(ValueError, match="floating"):
+    with pytest.raises(ValueError, match=r"inverse_mass_matrix has shape \(3,\).*6 coordinates"):
+        kernel.init(jnp.zeros((2, 3)))  # raveled: 6 coordinates
+    with pytest.raises(ValueError, match="floating point"):
         kernel.init(jnp.zeros(3, jnp.int32))
+    with pytest.raises(ValueError, match="floating point"):
+        kernel.init({"a": jnp.zeros(2), "b": jnp.zeros((), jnp.int32)})
+
+
+# ------------------------------------------------------------------------------------------------
+# The kernel contract: scalar log-densities, pytree positions, HMC's gradient budget
+
+
+@pytest.mark.parametrize(
+    ("make", "who"),
+    [
+        (lambda f: hmc(f, 0.1, 3), "hmc"),
+        (lambda f: mala(f, 0.1), "mala"),
+        (lambda f: ula(f, 0.1), "ula"),
+    ],
+    ids=["hmc", "mala", "ula"],
+)
+def test_non_scalar_logdensity_raises_at_trace_time(make, who):
+    """A log-density returning (D,) (the sum forgotten) is caught while tracing, named."""
+    kernel = make(lambda x: -0.5 * x**2)
+    match = rf"^{who}: the log-density must return a scalar.*shape \(3,\).*forget \.sum\(\)"
+    with pytest.raises(ValueError, match=match):
+        jax.eval_shape(kernel.init, jnp.zeros(3))
+    good_state = make(lambda x: -0.5 * jnp.sum(x**2)).init(jnp.zeros(3))
+    with pytest.raises(ValueError, match=match):
+        jax.eval_shape(kernel.step, jax.random.PRNGKey(0), good_state)
+
+
+PYTREE_PRECISION = np.array([[2.0, 0.6, -0.3], [0.6, 1.0, 0.2], [-0.3, 0.2, 0.5]])
+PYTREE_DATA = np.random.default_rng(11).standard_normal((8, 3)).astype(np.float32)
+
+
+def flat_logdensity(x):
+    """A correlated Gaussian on R³ with mean (0.5, -0.2, 1.0)."""
+    centred = x - jnp.array([0.5, -0.2, 1.0])
+    return -0.5 * centred @ (jnp.asarray(PYTREE_PRECISION, jnp.float32) @ centred)
+
+
+def to_flat(tree):
+    """{"a": (2,), "b": ()} -> (3,), in ``ravel_pytree`` order (keys sorted, a then b)."""
+    return jnp.concatenate([tree["a"], tree["b"][None]])
+
+
+def from_flat(x):
+    return {"a": x[:2], "b": x[2]}
+
+
+def flat_estimator():
+    from nflows_jax.sampling.sgmcmc import minibatch_grad_estimator
+
+    loglikelihood = lambda theta, point: -0.5 * jnp.sum((point - theta) ** 2)
+    return minibatch_grad_estimator(flat_logdensity, loglikelihood, jnp.asarray(PYTREE_DATA), 3)
+
+
+def pytree_kernels(logdensity_fn, estimator):
+    """Every gradient kernel plus rwmh, built on ``logdensity_fn`` of the given position type."""
+    from nflows_jax.sampling.mh import rwmh
+    from nflows_jax.sampling.sgmcmc import sghmc, sgld
+
+    inverse_mass = jnp.array([0.5, 1.0, 2.0])  # raveled-position order
+    return {
+        "rwmh": rwmh(logdensity_fn, 0.7),
+        "hmc": hmc(logdensity_fn, 0.2, 3, inverse_mass),
+        "mala": mala(logdensity_fn, 0.3, inverse_mass),
+        "ula": ula(logdensity_fn, 0.1),
+        "sgld": sgld(estimator, 0.01),
+        "sghmc": sghmc(estimator, 0.05, friction=2.0),
+    }
+
+
+def test_pytree_positions_give_the_flat_chain():
+    """A dict position {"a": (2,), "b": ()} runs the same chain as the (3,) array it ravels to.
+
+    Both kernels draw the same random numbers (the draws depend on the key and the raveled size
+    only) and do the same float32 operations on the same values; only XLA's fusion may differ
+    between the two programs (e.g. ``a·b + c`` contracted to one FMA in one of them), which moves
+    a result by at most 1 ulp per operation. Counting 8 rounded operations per coordinate per
+    step (SGHMC's update, the longest, has 7) and letting each step's differences add up (the
+    chains do not expand them at these step sizes), the tolerance after T steps is
+    ``8 T eps32 max|value|``; every accept/reject decision must agree (a flip needs a uniform
+    within that tolerance of the acceptance probability). The states keep the user's structure
+    (position, cached gradient, momentum). The SG kernels get the
+    flat estimator wrapped for dict positions, so that only the kernels' raveling differs
+    (``minibatch_grad_estimator`` on pytrees is tested in test_sgmcmc.py).
+    """
+    estimator = flat_estimator()
+    tree_estimator = lambda key, p: from_flat(estimator(key, to_flat(p)))
+    flat_kernels = pytree_kernels(flat_logdensity, estimator)
+    tree_kernels = pytree_kernels(lambda p: flat_logdensity(to_flat(p)), tree_estimator)
+    start = jnp.array([0.3, -1.0, 2.0])
+    tree_start = from_flat(start)
+    keys = jax.random.split(jax.random.PRNGKey(12), 15)
+
+    def run(kernel, position):
+        def step(state, key):
+            new_state, info = kernel.step(key, state)
+            return new_state, (new_state, info)
+
+        return jax.lax.scan(step, kernel.init(position), keys)[1]  # every state, every info
+
+    @jax.jit
+    def all_runs():
+        return {
+            name: (run(flat_kernels[name], start), run(tree_kernels[name], tree_start))
+            for name in flat_kernels
+        }
+
+    eps32 = float(np.finfo(np.float32).eps)
+    for name, ((flat_state, flat_info), (tree_state, tree_info)) in all_runs().items():
+        assert jax.tree.structure(tree_state.position) == jax.tree.structure(tree_start), name
+        chex.assert_shape([tree_state.position["a"], tree_state.position["b"]], [(15, 2), (15,)])
+        for field in tree_state._fields:
+            flat_value, tree_value = getattr(flat_state, field), getattr(tree_state, field)
+            if isinstance(tree_value, dict):  # position, gradient, momentum: ravel back
+                tree_value = jax.vmap(to_flat)(tree_value)
+            flat_value = np.asarray(flat_value)
+            if flat_value.dtype.kind != "f":  # step counters
+                np.testing.assert_array_equal(tree_value, flat_value, err_msg=f"{name}.{field}")
+                continue
+            # Row t is the state after t + 1 steps: its tolerance is 8 (t + 1) eps32 max|value|.
+            steps = np.arange(1, len(keys) + 1).reshape((-1,) + (1,) * (flat_value.ndim - 1))
+            tolerance = 8 * steps * eps32 * np.max(np.abs(flat_value))
+            error = np.abs(np.asarray(tree_value) - flat_value)
+            assert np.all(error <= tolerance), (name, field, float(error.max()))
+        np.testing.assert_array_equal(tree_info.accepted, flat_info.accepted, err_msg=name)
+        assert float(jnp.max(jnp.abs(flat_state.position[-1] - start))) > 0, name  # it moved
+
+
+class _Counter:
+    """Counts host calls made by ``jax.debug.callback`` from inside compiled code."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, *_) -> None:
+        self.calls += 1
+
+
+@pytest.mark.parametrize(
+    ("num_leapfrog_steps", "unroll"),
+    [(3, None), (3, False), (20, None)],
+    ids=["unrolled", "rolled", "long-rolled"],
+)
+def test_hmc_evaluates_the_log_density_once_per_leapfrog_step(num_leapfrog_steps, unroll):
+    """L value-and-gradient evaluations per step (the gradient cached across steps), one at init;
+    a rejected step keeps the cached log-density and gradient bitwise.
+
+    The log-density reports to the host every time its forward pass runs, so a kernel that also
+    evaluated the gradient at the start of each trajectory, or the value separately from the
+    gradient, would count more than L per step. Step size 1.2 on this Gaussian (stable below
+    2·min σ = 1.41) accepts with mean probability about 0.85 for both L, so 200 steps have both
+    branches except with probability about 0.85^200 < 1e-13 (asserted: both are exercised).
+    """
+    counter = _Counter()
+
+    def logdensity(x):
+        jax.debug.callback(counter)
+        return -0.5 * jnp.sum(x**2 / jnp.array([0.5, 1.0, 3.0]))
+
+    kernel = hmc(logdensity, 1.2, num_leapfrog_steps, unroll=unroll)
+    num_steps = 200
+
+    @jax.jit
+    def run(key, position):
+        def body(state, step_key):
+            new_state, info = kernel.step(step_key, state)
+            return new_state, (state, new_state, info)
+
+        return jax.lax.scan(body, kernel.init(position), jax.random.split(key, num_steps))[1]
+
+    before, after, info = run(jax.random.PRNGKey(13), jnp.array([0.5, -1.0, 2.0]))
+    jax.effects_barrier()
+    assert counter.calls == 1 + num_steps * num_leapfrog_steps
+    rejected = ~np.asarray(info.accepted)
+    assert 0 < rejected.sum() < num_steps  # both branches occurred
+    for field in ("position", "logdensity", "logdensity_grad"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(after, field))[rejected],
+            np.asarray(getattr(before, field))[rejected],
+            err_msg=field,
+        )

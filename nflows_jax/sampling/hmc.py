@@ -27,7 +27,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nflows_jax.sampling.base import Array, Kernel, LogDensityFn, PRNGKey, normal_and_uniform
+from nflows_jax.sampling.base import (
+    Array,
+    Kernel,
+    LogDensityFn,
+    Position,
+    PRNGKey,
+    normal_and_uniform,
+)
+from nflows_jax.sampling.checks import (
+    check_flat_size,
+    check_inverse_mass,
+    check_step_size,
+    ravel_position,
+    scalar_logdensity,
+)
 
 ValueAndGradFn = Callable[[Array], tuple[Array, Array]]
 
@@ -39,14 +53,15 @@ class HMCState(NamedTuple):
     """State of one HMC chain.
 
     Attributes:
-      position: (D,) current sample.
+      position: current sample, (D,) or the user's pytree.
       logdensity: () log-density at ``position``.
-      logdensity_grad: (D,) its gradient, reused as the first kick of the next trajectory.
+      logdensity_grad: its gradient, with the position's structure, reused as the first kick of
+        the next trajectory.
     """
 
-    position: Array
+    position: Position
     logdensity: Array
-    logdensity_grad: Array
+    logdensity_grad: Position
 
 
 class HMCInfo(NamedTuple):
@@ -64,52 +79,6 @@ class HMCInfo(NamedTuple):
     accepted: Array
     is_divergent: Array
     energy_error: Array
-
-
-def _is_tracer(x) -> bool:
-    return isinstance(x, jax.core.Tracer)
-
-
-def _check_step_size(step_size, name: str = "step_size") -> None:
-    """Reject non-positive or non-finite step sizes when they are known at construction time."""
-    if _is_tracer(step_size):
-        return  # step size passed as data (e.g. under adaptation): nothing to check statically
-    value = np.asarray(step_size)
-    if value.ndim != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {value.shape}")
-    if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {step_size!r}")
-
-
-def _check_inverse_mass(inverse_mass_matrix) -> Array | None:
-    """Validate a diagonal inverse mass matrix (a positive vector) and return it as an array."""
-    if inverse_mass_matrix is None:
-        return None
-    inverse_mass = jnp.asarray(inverse_mass_matrix)
-    if inverse_mass.ndim != 1:
-        raise ValueError(
-            "inverse_mass_matrix must be the diagonal of the inverse mass matrix, a vector of "
-            f"shape (D,); got shape {inverse_mass.shape} (dense mass matrices are not supported)"
-        )
-    if not jnp.issubdtype(inverse_mass.dtype, jnp.floating):
-        raise ValueError(f"inverse_mass_matrix must be floating point, got {inverse_mass.dtype}")
-    if not _is_tracer(inverse_mass) and not bool(jnp.all(inverse_mass > 0)):
-        raise ValueError("inverse_mass_matrix must be strictly positive")
-    return inverse_mass
-
-
-def _check_position(position, inverse_mass: Array | None, who: str) -> Array:
-    position = jnp.asarray(position)
-    if position.ndim != 1:
-        raise ValueError(f"{who}: position must be a vector of shape (D,), got {position.shape}")
-    if not jnp.issubdtype(position.dtype, jnp.floating):
-        raise ValueError(f"{who}: position must be floating point, got dtype {position.dtype}")
-    if inverse_mass is not None and inverse_mass.shape != position.shape:
-        raise ValueError(
-            f"{who}: inverse_mass_matrix has shape {inverse_mass.shape} but position has shape "
-            f"{position.shape}"
-        )
-    return position
 
 
 def leapfrog(
@@ -188,12 +157,17 @@ def hmc(
 ) -> Kernel:
     """Hamiltonian Monte Carlo kernel with ``num_leapfrog_steps`` leapfrog steps of ``step_size``.
 
+    Positions may be (D,) arrays, arrays of any shape or pytrees of floating arrays: the kernel
+    ravels them (``checks.ravel_position``, a no-op for (D,) arrays) and keeps ``state.position``
+    and ``state.logdensity_grad`` in the user's structure.
+
     Args:
-      logdensity_fn: unnormalised log-density of one position (D,) -> scalar, differentiable.
+      logdensity_fn: unnormalised log-density of one position -> scalar, differentiable. A
+        non-scalar output raises a ValueError at trace time.
       step_size: leapfrog step ε > 0.
       num_leapfrog_steps: L ≥ 1 (static).
-      inverse_mass_matrix: (D,) diagonal of M⁻¹ (set it to the target's marginal variances), or
-        None for the identity.
+      inverse_mass_matrix: (D,) diagonal of M⁻¹ (set it to the target's marginal variances), in
+        the raveled position's order for pytree positions, or None for the identity.
       divergence_threshold: an energy error above this flags ``is_divergent`` (such a proposal has
         acceptance probability below ``exp(-threshold)``, zero in practice); non-finite energies
         are flagged and rejected regardless.
@@ -204,33 +178,39 @@ def hmc(
         rolled for longer trajectories, whose compile time would grow with L.
 
     Returns:
-      ``Kernel(init, step)`` with ``init(position (D,)) -> HMCState`` and
+      ``Kernel(init, step)`` with ``init(position) -> HMCState`` and
       ``step(key, state) -> (HMCState, HMCInfo)``.
     """
-    _check_step_size(step_size)
+    check_step_size(step_size, who="hmc")
     if not isinstance(num_leapfrog_steps, (int, np.integer)) or num_leapfrog_steps < 1:
         raise ValueError(f"num_leapfrog_steps must be an int >= 1, got {num_leapfrog_steps!r}")
-    inverse_mass = _check_inverse_mass(inverse_mass_matrix)
+    inverse_mass = check_inverse_mass(inverse_mass_matrix)
     # p = M^{1/2} z with z ~ N(0, I); computed once here, not per step.
     mass_sqrt = None if inverse_mass is None else jax.lax.rsqrt(inverse_mass)
-    value_and_grad_fn = jax.value_and_grad(logdensity_fn)
+    logdensity_fn = scalar_logdensity(logdensity_fn, "hmc")
     if unroll is None:
         unroll = num_leapfrog_steps <= MAX_UNROLLED_STEPS
 
-    def init(position: Array) -> HMCState:
-        position = _check_position(position, inverse_mass, "hmc.init")
-        logdensity, grad = value_and_grad_fn(position)
-        return HMCState(position, logdensity, grad)
+    def flat_value_and_grad(unravel) -> ValueAndGradFn:
+        return jax.value_and_grad(lambda flat: logdensity_fn(unravel(flat)))
+
+    def init(position: Position) -> HMCState:
+        flat, unravel = ravel_position(position, "hmc.init")
+        check_flat_size(flat, inverse_mass, "hmc.init")
+        logdensity, grad = flat_value_and_grad(unravel)(flat)
+        return HMCState(unravel(flat), logdensity, unravel(grad))
 
     def step(key: PRNGKey, state: HMCState) -> tuple[HMCState, HMCInfo]:
-        position = _check_position(state.position, inverse_mass, "hmc.step")
+        position, unravel = ravel_position(state.position, "hmc.step")
+        check_flat_size(position, inverse_mass, "hmc.step")
+        grad, _ = ravel_position(state.logdensity_grad, "hmc.step (logdensity_grad)")
         z, uniform = normal_and_uniform(key, position.shape, position.dtype)
         momentum = z if mass_sqrt is None else mass_sqrt * z
         new_position, new_momentum, new_logdensity, new_grad = leapfrog(
-            value_and_grad_fn,
+            flat_value_and_grad(unravel),
             position,
             momentum,
-            state.logdensity_grad,
+            grad,
             step_size,
             num_leapfrog_steps,
             inverse_mass,
@@ -247,9 +227,9 @@ def hmc(
         acceptance_prob = jnp.exp(log_accept)
         accepted = uniform < acceptance_prob  # u ∈ [0, 1): never true for probability 0
         new_state = HMCState(
-            jnp.where(accepted, new_position, position),
+            unravel(jnp.where(accepted, new_position, position)),
             jnp.where(accepted, new_logdensity, state.logdensity),
-            jnp.where(accepted, new_grad, state.logdensity_grad),
+            unravel(jnp.where(accepted, new_grad, grad)),
         )
         return new_state, HMCInfo(acceptance_prob, accepted, is_divergent, energy_error)
 

@@ -18,27 +18,41 @@ high-dimensional target make the rejections too frequent.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from nflows_jax.sampling.base import Array, Kernel, LogDensityFn, PRNGKey, normal_and_uniform
-from nflows_jax.sampling.hmc import _check_inverse_mass, _check_position, _check_step_size
+from nflows_jax.sampling.base import (
+    Array,
+    Kernel,
+    LogDensityFn,
+    Position,
+    PRNGKey,
+    normal_and_uniform,
+)
+from nflows_jax.sampling.checks import (
+    check_flat_size,
+    check_inverse_mass,
+    check_step_size,
+    ravel_position,
+    scalar_logdensity,
+)
 
 
 class LangevinState(NamedTuple):
     """State of one MALA/ULA chain.
 
     Attributes:
-      position: (D,) current sample.
+      position: current sample, (D,) or the user's pytree.
       logdensity: () log-density at ``position``.
-      logdensity_grad: (D,) its gradient, which drives the next proposal.
+      logdensity_grad: its gradient (the position's structure), which drives the next proposal.
     """
 
-    position: Array
+    position: Position
     logdensity: Array
-    logdensity_grad: Array
+    logdensity_grad: Position
 
 
 class MALAInfo(NamedTuple):
@@ -63,22 +77,41 @@ class ULAInfo(NamedTuple):
     accepted: Array
 
 
+class _Flat(NamedTuple):
+    """One chain's state raveled to (D,) vectors, and the map back to the user's structure."""
+
+    position: Array
+    logdensity: Array
+    logdensity_grad: Array
+    unravel: Callable[[Array], Position]
+
+
 def _langevin_setup(logdensity_fn, step_size, inverse_mass_matrix, who):
-    _check_step_size(step_size)
-    inverse_mass = _check_inverse_mass(inverse_mass_matrix)
+    check_step_size(step_size, who=who)
+    inverse_mass = check_inverse_mass(inverse_mass_matrix)
     # Drift (ε/2) M⁻¹ and noise scale √(ε M⁻¹) are fixed: compute them once, not per step.
     half_drift = 0.5 * step_size if inverse_mass is None else 0.5 * step_size * inverse_mass
     noise_scale = (
         jnp.sqrt(step_size) if inverse_mass is None else jnp.sqrt(step_size * inverse_mass)
     )
-    value_and_grad_fn = jax.value_and_grad(logdensity_fn)
+    logdensity_fn = scalar_logdensity(logdensity_fn, who)
 
-    def init(position: Array) -> LangevinState:
-        position = _check_position(position, inverse_mass, f"{who}.init")
-        logdensity, grad = value_and_grad_fn(position)
-        return LangevinState(position, logdensity, grad)
+    def value_and_grad(unravel):
+        return jax.value_and_grad(lambda flat: logdensity_fn(unravel(flat)))
 
-    return inverse_mass, half_drift, noise_scale, value_and_grad_fn, init
+    def init(position: Position) -> LangevinState:
+        flat, unravel = ravel_position(position, f"{who}.init")
+        check_flat_size(flat, inverse_mass, f"{who}.init")
+        logdensity, grad = value_and_grad(unravel)(flat)
+        return LangevinState(unravel(flat), logdensity, unravel(grad))
+
+    def flatten(state: LangevinState) -> _Flat:
+        position, unravel = ravel_position(state.position, f"{who}.step")
+        check_flat_size(position, inverse_mass, f"{who}.step")
+        grad, _ = ravel_position(state.logdensity_grad, f"{who}.step (logdensity_grad)")
+        return _Flat(position, state.logdensity, grad, unravel)
+
+    return half_drift, noise_scale, value_and_grad, init, flatten
 
 
 def mala(
@@ -92,33 +125,38 @@ def mala(
     ``min(1, exp(ℓ(x') - ℓ(x)) q(x|x') / q(x'|x))`` where ``q(·|x)`` is the Gaussian proposal
     density: the Hastings ratio is required because the drift makes the proposal asymmetric.
 
+    Positions may be (D,) arrays or pytrees of floating arrays, raveled inside the kernel
+    (``checks.ravel_position``) as in :func:`~nflows_jax.sampling.hmc.hmc`.
+
     Args:
-      logdensity_fn: unnormalised log-density of one position (D,) -> scalar, differentiable.
+      logdensity_fn: unnormalised log-density of one position -> scalar, differentiable. A
+        non-scalar output raises a ValueError at trace time.
       step_size: ε > 0, the variance of the injected noise (see the module docstring).
-      inverse_mass_matrix: (D,) diagonal preconditioner M⁻¹, or None for the identity.
+      inverse_mass_matrix: (D,) diagonal preconditioner M⁻¹ (raveled-position order), or None
+        for the identity.
 
     Returns:
-      ``Kernel(init, step)``: ``init(position (D,)) -> LangevinState``,
+      ``Kernel(init, step)``: ``init(position) -> LangevinState``,
       ``step(key, state) -> (LangevinState, MALAInfo)``.
     """
-    inverse_mass, half_drift, noise_scale, value_and_grad_fn, init = _langevin_setup(
+    half_drift, noise_scale, value_and_grad, init, flatten = _langevin_setup(
         logdensity_fn, step_size, inverse_mass_matrix, "mala"
     )
     # Coefficient of (∇ℓ(x) + ∇ℓ(x')) in the whitened reverse-move residual, see below.
     reverse_scale = 0.5 * noise_scale
 
     def step(key: PRNGKey, state: LangevinState) -> tuple[LangevinState, MALAInfo]:
-        position = _check_position(state.position, inverse_mass, "mala.step")
+        position, logdensity, grad, unravel = flatten(state)
         z, uniform = normal_and_uniform(key, position.shape, position.dtype)
-        new_position = position + half_drift * state.logdensity_grad + noise_scale * z
-        new_logdensity, new_grad = value_and_grad_fn(new_position)
+        new_position = position + half_drift * grad + noise_scale * z
+        new_logdensity, new_grad = value_and_grad(unravel)(new_position)
         # In whitened units, the forward move's residual is z, so log q(x'|x) = -½|z|² + c, and
         # the reverse move's residual x - x' - (ε/2)M⁻¹∇ℓ(x') whitens to
         # -(z + ½√(εM⁻¹)(∇ℓ(x) + ∇ℓ(x'))), so log q(x|x') = -½|w|² + c with w below. Computing it
         # this way avoids dividing by the step size.
-        w = z + reverse_scale * (state.logdensity_grad + new_grad)
+        w = z + reverse_scale * (grad + new_grad)
         log_hastings = 0.5 * (jnp.sum(z**2) - jnp.sum(w**2))
-        log_ratio = new_logdensity - state.logdensity + log_hastings
+        log_ratio = new_logdensity - logdensity + log_hastings
         # A NaN/inf proposal log-density (or gradient, through w) must never be accepted; +inf
         # would otherwise give acceptance probability 1.
         is_divergent = ~(jnp.isfinite(new_logdensity) & jnp.isfinite(log_hastings))
@@ -126,9 +164,9 @@ def mala(
         acceptance_prob = jnp.exp(log_accept)
         accepted = uniform < acceptance_prob
         new_state = LangevinState(
-            jnp.where(accepted, new_position, position),
-            jnp.where(accepted, new_logdensity, state.logdensity),
-            jnp.where(accepted, new_grad, state.logdensity_grad),
+            unravel(jnp.where(accepted, new_position, position)),
+            jnp.where(accepted, new_logdensity, logdensity),
+            unravel(jnp.where(accepted, new_grad, grad)),
         )
         return new_state, MALAInfo(acceptance_prob, accepted, is_divergent)
 
@@ -148,16 +186,16 @@ def ula(
 
     Args and returns as :func:`mala`, with ``ULAInfo`` (acceptance 1).
     """
-    inverse_mass, half_drift, noise_scale, value_and_grad_fn, init = _langevin_setup(
+    half_drift, noise_scale, value_and_grad, init, flatten = _langevin_setup(
         logdensity_fn, step_size, inverse_mass_matrix, "ula"
     )
 
     def step(key: PRNGKey, state: LangevinState) -> tuple[LangevinState, ULAInfo]:
-        position = _check_position(state.position, inverse_mass, "ula.step")
+        position, _, grad, unravel = flatten(state)
         z = jax.random.normal(key, position.shape, position.dtype)
-        new_position = position + half_drift * state.logdensity_grad + noise_scale * z
-        new_logdensity, new_grad = value_and_grad_fn(new_position)
+        new_position = position + half_drift * grad + noise_scale * z
+        new_logdensity, new_grad = value_and_grad(unravel)(new_position)
         info = ULAInfo(jnp.ones((), position.dtype), jnp.ones((), bool))
-        return LangevinState(new_position, new_logdensity, new_grad), info
+        return LangevinState(unravel(new_position), new_logdensity, unravel(new_grad)), info
 
     return Kernel(init, step)

@@ -30,7 +30,6 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
 
 from nflows_jax.sampling.base import (
     Array,
@@ -39,6 +38,12 @@ from nflows_jax.sampling.base import (
     Position,
     PRNGKey,
     normal_and_uniform,
+)
+from nflows_jax.sampling.checks import (
+    check_positive_finite,
+    check_scalar_logdensity,
+    ravel_position,
+    scalar_logdensity,
 )
 
 __all__ = [
@@ -154,7 +159,12 @@ def mh(
       (S, *event) gives the exact probabilities (S,) of moving from ``position`` to each
       candidate; candidates must include ``position`` and every point the chain can move to
       (proposals outside them must have π = 0, so they are rejected).
+
+    A non-scalar output of ``logdensity_fn`` or ``proposal_logdensity`` raises a ValueError at
+    trace time.
     """
+    logdensity_fn = scalar_logdensity(logdensity_fn, "mh")
+    proposal_logdensity = scalar_logdensity(proposal_logdensity, "mh", "proposal_logdensity")
 
     def init(position: Position) -> MHState:
         return MHState(position, _nan_to_neg_inf(logdensity_fn(position)))
@@ -215,14 +225,16 @@ def _flat_scale(scale, position: Position) -> Array:
         scale = jax.tree.map(lambda _: scale, position)
     try:
         scale = jax.tree.map(
-            lambda s, p: jnp.broadcast_to(jnp.asarray(s), jnp.shape(p)), scale, position
+            lambda s, p: jnp.broadcast_to(jnp.asarray(s), jnp.shape(p)).astype(jnp.result_type(p)),
+            scale,
+            position,
         )
     except ValueError as err:
         shapes = jax.tree.map(jnp.shape, position)
         raise ValueError(
             f"scale does not broadcast to the position's shape(s) {shapes}: {err}"
         ) from None
-    return ravel_pytree(scale)[0]
+    return ravel_position(scale, "rwmh (scale)")[0]
 
 
 def _check_floating(position: Position) -> None:
@@ -247,9 +259,12 @@ def rwmh(
     acceptance uniform from a single key, no per-chain key split).
 
     Args:
-      logdensity_fn: unnormalised log π(x) for one position -> scalar.
+      logdensity_fn: unnormalised log π(x) for one position -> scalar (a non-scalar output
+        raises a ValueError at trace time).
       scale: step size; a scalar, an array broadcasting to the position's shape (per-dimension
-        scales), or a pytree matching a pytree position.
+        scales), or a pytree matching a pytree position. Every entry must be positive and
+        finite (checked at construction when concrete; a zero scale would freeze the chain
+        while reporting 100 % acceptance).
       noise: ``"gaussian"``: ε ~ N(0, I); ``"uniform"``: ε ~ U[−1, 1] per coordinate, i.e. steps
         uniform on [−scale, scale].
 
@@ -258,6 +273,8 @@ def rwmh(
     """
     if noise not in ("gaussian", "uniform"):
         raise ValueError(f"noise must be 'gaussian' or 'uniform', got {noise!r}")
+    check_positive_finite(scale, "scale", "rwmh")
+    logdensity_fn = scalar_logdensity(logdensity_fn, "rwmh")
 
     def init(position: Position) -> MHState:
         _check_floating(position)
@@ -272,7 +289,7 @@ def rwmh(
 
     def step(key: PRNGKey, state: MHState) -> tuple[MHState, MHInfo]:
         _check_floating(state.position)
-        flat_position, unravel = ravel_pytree(state.position)
+        flat_position, unravel = ravel_position(state.position, "rwmh.step")
         flat_scale = _flat_scale(scale, state.position).astype(flat_position.dtype)
         steps, uniform = draw_noise(key, flat_position.size, flat_position.dtype)
         proposed = unravel(flat_position + flat_scale * steps)
@@ -323,8 +340,12 @@ def independence_mh(
 
     Returns:
       ``Kernel(init, step, transition)``; ``transition`` as in ``mh``, candidates must include
-      the position and every point of the proposal's support where π > 0.
+      the position and every point of the proposal's support where π > 0. Non-scalar
+      log-densities (of π or q) raise a ValueError at trace time.
     """
+    who = "independence_mh"
+    logdensity_fn = scalar_logdensity(logdensity_fn, who)
+    proposal_logdensity = scalar_logdensity(proposal_logdensity, who, "proposal_logdensity")
 
     def init(position: Position) -> IndependenceMHState:
         logdensity = _nan_to_neg_inf(logdensity_fn(position))
@@ -333,7 +354,9 @@ def independence_mh(
 
     def propose(key: PRNGKey) -> tuple[Position, Array]:
         if proposal_sample_and_logdensity is not None:
-            return proposal_sample_and_logdensity(key)
+            proposed, log_q = proposal_sample_and_logdensity(key)
+            what = "proposal_sample_and_logdensity's log-density"
+            return proposed, check_scalar_logdensity(log_q, who, what)
         proposed = proposal_sample(key)
         return proposed, proposal_logdensity(proposed)
 

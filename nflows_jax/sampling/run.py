@@ -195,11 +195,16 @@ def _maybe_report(step: Array, total: int) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def _num_chains(positions: Any) -> int:
+def _num_chains(positions: Any, num_chains: int | None = None) -> int:
+    """The number of chains C: the leading axis shared by every leaf of ``positions``.
+
+    Without ``num_chains`` a position whose leaves are all 1-D is ambiguous (one chain of a (D,)
+    position, or D chains of scalars) and raises; ``num_chains`` makes the chain axis explicit.
+    """
     leaves = jax.tree_util.tree_leaves(positions)
     if not leaves:
         raise ValueError("positions is an empty pytree; expected arrays with a leading chain axis")
-    shapes = [jnp.shape(leaf) for leaf in leaves]
+    shapes = [tuple(jnp.shape(leaf)) for leaf in leaves]
     if any(len(s) == 0 for s in shapes):
         raise ValueError(
             f"every leaf of positions needs a leading chain axis (C, ...); got shapes {shapes}"
@@ -207,10 +212,40 @@ def _num_chains(positions: Any) -> int:
     counts = {s[0] for s in shapes}
     if len(counts) != 1:
         raise ValueError(f"all leaves of positions must share the chain axis size; got {shapes}")
-    num_chains = counts.pop()
-    if num_chains < 1:
+    size = counts.pop()
+    if num_chains is not None:
+        if size != num_chains:
+            raise ValueError(
+                f"num_chains={num_chains} but the leading (chain) axis of positions has size "
+                f"{size}; got shapes {shapes}"
+            )
+    elif all(len(s) == 1 for s in shapes):
+        shape = shapes[0] if len(shapes) == 1 else shapes
+        raise ValueError(
+            f"positions of shape {shape} are ambiguous: the chain axis comes first, so this would "
+            f"run {size} chains of scalar positions. For ONE chain of this position pass "
+            f"positions[None] (shape (1, {size})); for {size} chains of scalars pass "
+            f"num_chains={size} (or positions[:, None] for chains of shape-(1,) positions)"
+        )
+    if size < 1:
         raise ValueError("positions has zero chains")
-    return num_chains
+    return size
+
+
+def _as_key(key: Any) -> PRNGKey:
+    """An int seed becomes ``jax.random.PRNGKey(seed)``; keys pass through; other types raise."""
+    if isinstance(key, bool | np.bool_):
+        raise TypeError("key must be a PRNG key or an int seed, got a bool")
+    if isinstance(key, int | np.integer):
+        return jax.random.PRNGKey(int(key))
+    if isinstance(key, jax.Array | np.ndarray):
+        if not _is_typed_key(key) and key.ndim == 0 and jnp.issubdtype(key.dtype, jnp.integer):
+            return jax.random.PRNGKey(key)  # a scalar integer array, possibly traced
+        return key
+    raise TypeError(
+        "key must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)) or an int "
+        f"seed, got {type(key).__name__}"
+    )
 
 
 def _keep_function(keep: Any) -> Callable[[Any, Any], Any]:
@@ -265,7 +300,7 @@ def _run(
     progress: bool,
     mesh: Mesh | None,
 ) -> ChainResult:
-    num_chains = _num_chains(positions)
+    num_chains = jax.tree_util.tree_leaves(positions)[0].shape[0]
     num_padded = num_chains
     if mesh is not None and num_chains % mesh.size:
         # Pad with copies of the last chain. Padding chains get their own stream keys
@@ -278,10 +313,13 @@ def _run(
     positions = _chain_sharding(mesh, positions)
     keep_fn = _keep_function(keep)
     total_steps = burn_in + num_steps
+    # Wrapped in jit so that its trace is cached: the eval_shape below and the loop body then
+    # share ONE trace of the kernel's step (a nested jit is inlined by XLA: no run-time cost).
+    batched_step = jax.jit(jax.vmap(kernel.step))
 
     def one_step(states, step):
         keys = chain_keys(key, step, num_padded)
-        states, infos = jax.vmap(kernel.step)(keys, states)
+        states, infos = batched_step(keys, states)
         states = _chain_sharding(mesh, states)
         if progress:
             _maybe_report(step, total_steps)
@@ -291,9 +329,7 @@ def _run(
     # block of steps run by one fori_loop, and burn-in is folded into the first block (a dynamic
     # trip count). Separate burn-in/thinning loops would each inline (and compile) the target.
     init_states = _chain_sharding(mesh, jax.vmap(kernel.init)(positions))
-    info_shapes = jax.eval_shape(
-        jax.vmap(kernel.step), chain_keys(key, 0, num_padded), init_states
-    )[1]
+    info_shapes = jax.eval_shape(batched_step, chain_keys(key, 0, num_padded), init_states)[1]
     init_infos = jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), info_shapes)
 
     def kept_block(states, block):
@@ -347,16 +383,21 @@ def sample_chains(
     keep_info: bool = True,
     progress: bool = False,
     shard: bool | None = None,
+    num_chains: int | None = None,
 ) -> ChainResult:
     """Run C chains of ``kernel`` for ``burn_in + num_steps`` steps, keeping every ``thin``-th.
 
     Args:
-      key: one PRNG key, typed (``jax.random.key``) or legacy uint32 (``jax.random.PRNGKey``).
+      key: one PRNG key, typed (``jax.random.key``) or legacy uint32 (``jax.random.PRNGKey``),
+        or an int seed, read as ``jax.random.PRNGKey(seed)`` (same draws as passing that key).
         Chain i at global step t uses ``chain_keys(key, t, C)[i]``: its draws depend on
         (key, t, i) only, so a run with more chains reproduces the existing chains exactly.
       kernel: any :class:`~nflows_jax.sampling.base.Kernel` (init/step for ONE chain).
       positions: initial positions with a leading chain axis: an array (C, D) or a pytree whose
-        leaves all have leading size C.
+        leaves all have leading size C. The chain axis is always the first; since a 1-D array
+        (C,) would equally be one (D,) position, positions whose leaves are all 1-D raise a
+        ValueError unless ``num_chains`` is given: pass ``positions[None]`` for one chain, or
+        ``num_chains=C`` for C chains of scalar positions.
       num_steps: post-burn-in steps; must be a positive multiple of ``thin``.
       thin: store one state every ``thin`` steps (the last of each block of ``thin``).
       burn_in: steps run first and never stored.
@@ -370,6 +411,8 @@ def sample_chains(
         device count, the chains are padded with copies of the last one inside the compiled run
         and the padding is dropped from the result (at most ``devices - 1`` extra chains of work;
         the real chains' numbers are unchanged thanks to the per-chain stream keys).
+      num_chains: optional C; when given, every leaf of ``positions`` must have leading size C
+        (and 1-D leaves are read as C scalar positions).
 
     Returns:
       :class:`ChainResult` with ``final_state`` leaves (C, ...), ``trace`` and ``info_trace``
@@ -395,8 +438,13 @@ def sample_chains(
         )
     if not isinstance(kernel, Kernel):
         raise ValueError(f"kernel must be a nflows_jax.sampling.base.Kernel, got {type(kernel)}")
+    key = _as_key(key)
     _validate_key(key)
-    _num_chains(positions)
+    if num_chains is not None and (
+        not isinstance(num_chains, int | np.integer) or isinstance(num_chains, bool)
+    ):
+        raise ValueError(f"num_chains must be an int or None, got {num_chains!r}")
+    _num_chains(positions, None if num_chains is None else int(num_chains))
     if not callable(keep):
         keep = keep if isinstance(keep, str) else tuple(keep)
         if not all(isinstance(n, str) for n in ((keep,) if isinstance(keep, str) else keep)):

@@ -23,10 +23,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nflows_jax.sampling.base import Array, Kernel, PRNGKey
-from nflows_jax.sampling.hmc import _check_position, _check_step_size, _is_tracer
+from nflows_jax.sampling.base import Array, Kernel, Position, PRNGKey
+from nflows_jax.sampling.checks import (
+    check_scalar_logdensity,
+    check_step_size,
+    check_tree_like_position,
+    is_tracer,
+    plain,
+    ravel_position,
+)
 
-GradEstimator = Callable[[PRNGKey, Array], Array]
+GradEstimator = Callable[[PRNGKey, Position], Position]
 StepSize = float | Array | Callable[[Array], Array]
 
 
@@ -61,9 +68,9 @@ def minibatch_grad_estimator(
     """Unbiased minibatch estimate of the gradient of the log-posterior.
 
     Args:
-      logprior_fn: ``θ (D,) -> log p(θ)``, a scalar.
-      loglikelihood_fn: ``(θ (D,), one data point) -> log p(x | θ)``, a scalar; vmapped over the
-        minibatch.
+      logprior_fn: ``θ -> log p(θ)``, a scalar (θ: (D,) or a pytree).
+      loglikelihood_fn: ``(θ, one data point) -> log p(x | θ)``, a scalar; vmapped over the
+        minibatch. Non-scalar outputs of either raise a ValueError at trace time.
       data: an array (N, ...) or a pytree of arrays sharing the leading axis N.
       batch_size: n, 1 ≤ n ≤ N.
       replace: False (default) draws the minibatch without replacement (lower variance: the
@@ -72,8 +79,8 @@ def minibatch_grad_estimator(
         when N is very large. Both are unbiased.
 
     Returns:
-      ``grad_estimator(key, θ) -> ĝ(θ)`` of θ's shape. With ``batch_size == N`` and
-      ``replace=False`` it is the exact full-data gradient.
+      ``grad_estimator(key, θ) -> ĝ(θ)`` of θ's shape (structure, for a pytree θ). With
+      ``batch_size == N`` and ``replace=False`` it is the exact full-data gradient.
     """
     leaves = jax.tree_util.tree_leaves(data)
     if not leaves:
@@ -86,13 +93,20 @@ def minibatch_grad_estimator(
         raise ValueError(f"batch_size must be an int in [1, N={num_data}], got {batch_size!r}")
     scale = num_data / batch_size
 
-    def minibatch_logdensity(position: Array, batch: Any) -> Array:
-        loglikelihoods = jax.vmap(loglikelihood_fn, in_axes=(None, 0))(position, batch)
-        return logprior_fn(position) + scale * jnp.sum(loglikelihoods)
+    def one_loglikelihood(position: Position, point: Any) -> Array:
+        value = loglikelihood_fn(position, point)
+        return check_scalar_logdensity(value, "minibatch_grad_estimator", "loglikelihood_fn")
+
+    def minibatch_logdensity(position: Position, batch: Any) -> Array:
+        loglikelihoods = jax.vmap(one_loglikelihood, in_axes=(None, 0))(position, batch)
+        logprior = check_scalar_logdensity(
+            logprior_fn(position), "minibatch_grad_estimator", "logprior_fn"
+        )
+        return logprior + scale * jnp.sum(loglikelihoods)
 
     grad_fn = jax.grad(minibatch_logdensity)
 
-    def grad_estimator(key: PRNGKey, position: Array) -> Array:
+    def grad_estimator(key: PRNGKey, position: Position) -> Position:
         if batch_size == num_data and not replace:
             return grad_fn(position, data)  # the whole data set: the exact gradient, no sampling
         if replace:
@@ -109,23 +123,33 @@ def _step_size_at(step_size: StepSize, step_count: Array) -> Array:
     return step_size(step_count) if callable(step_size) else step_size
 
 
-def _check_schedule(step_size: StepSize) -> None:
+def _check_schedule(step_size: StepSize, who: str) -> None:
     if not callable(step_size):
-        _check_step_size(step_size)
+        check_step_size(step_size, who=who)
+
+
+def _flat_gradient(
+    grad_estimator: GradEstimator, key: PRNGKey, position: Position, who: str
+) -> Array:
+    """``grad_estimator(key, position)`` checked against the position's structure, raveled."""
+    grad = grad_estimator(key, position)
+    check_tree_like_position(grad, position, who, "grad_estimator output")
+    return ravel_position(grad, f"{who} (grad_estimator output)")[0]
 
 
 class SGLDState(NamedTuple):
-    """Attributes: position (D,); step_count () int32, the argument of a step-size schedule."""
+    """Attributes: position, (D,) or a pytree; step_count () int32, a schedule's argument."""
 
-    position: Array
+    position: Position
     step_count: Array
 
 
 class SGHMCState(NamedTuple):
-    """Attributes: position (D,); momentum (D,), carried across steps; step_count () int32."""
+    """Attributes: position (D,) or a pytree; momentum, the position's structure, carried across
+    steps; step_count () int32."""
 
-    position: Array
-    momentum: Array
+    position: Position
+    momentum: Position
     step_count: Array
 
 
@@ -150,28 +174,29 @@ def sgld(grad_estimator: GradEstimator, step_size: StepSize) -> Kernel:
     exact gradients.
 
     Args:
-      grad_estimator: ``(key, θ (D,)) -> ĝ (D,)``, e.g. from :func:`minibatch_grad_estimator`.
+      grad_estimator: ``(key, θ) -> ĝ`` with θ's structure, e.g. from
+        :func:`minibatch_grad_estimator`; θ is (D,) or a pytree (raveled inside the kernel).
       step_size: ε > 0, or a schedule ``step_count -> ε`` (e.g. ``a (b + t)^-γ``, γ ∈ (0.5, 1],
         for the asymptotically exact decreasing-step version).
 
     Returns:
-      ``Kernel(init, step)``: ``init(θ (D,)) -> SGLDState``,
+      ``Kernel(init, step)``: ``init(θ) -> SGLDState``,
       ``step(key, state) -> (SGLDState, SGMCMCInfo)``.
     """
-    _check_schedule(step_size)
+    _check_schedule(step_size, "sgld")
 
-    def init(position: Array) -> SGLDState:
-        position = _check_position(position, None, "sgld.init")
-        return SGLDState(position, jnp.zeros((), jnp.int32))
+    def init(position: Position) -> SGLDState:
+        flat, unravel = ravel_position(position, "sgld.init")
+        return SGLDState(unravel(flat), jnp.zeros((), jnp.int32))
 
     def step(key: PRNGKey, state: SGLDState) -> tuple[SGLDState, SGMCMCInfo]:
-        position = _check_position(state.position, None, "sgld.step")
+        position, unravel = ravel_position(state.position, "sgld.step")
         grad_key, noise_key = jax.random.split(key)
         epsilon = _step_size_at(step_size, state.step_count)
-        grad = grad_estimator(grad_key, position)
+        grad = _flat_gradient(grad_estimator, grad_key, state.position, "sgld.step")
         noise = jax.random.normal(noise_key, position.shape, position.dtype)
         new_position = position + 0.5 * epsilon * grad + jnp.sqrt(epsilon) * noise
-        new_state = SGLDState(new_position, state.step_count + 1)
+        new_state = SGLDState(unravel(new_position), state.step_count + 1)
         return new_state, _info(epsilon, position.dtype)
 
     return Kernel(init, step)
@@ -197,48 +222,51 @@ def sghmc(
     Momentum starts at 0 (``init`` takes no key) and is carried across steps, not resampled.
 
     Args:
-      grad_estimator: ``(key, θ (D,)) -> ĝ (D,)``.
+      grad_estimator: ``(key, θ) -> ĝ`` with θ's structure (θ: (D,) or a pytree).
       step_size: ε > 0, or a schedule ``step_count -> ε``.
-      friction: C > 0, a scalar or a (D,) vector; ``ε C < 1`` is needed for a stable chain.
+      friction: C > 0, a scalar or a (D,) vector (raveled-position order); ``ε C < 1`` is needed
+        for a stable chain.
       gradient_noise: B̂, with 0 ≤ B̂ ≤ C, a scalar or (D,).
 
     Returns:
-      ``Kernel(init, step)``: ``init(θ (D,)) -> SGHMCState``,
+      ``Kernel(init, step)``: ``init(θ) -> SGHMCState``,
       ``step(key, state) -> (SGHMCState, SGMCMCInfo)``.
     """
-    _check_schedule(step_size)
+    _check_schedule(step_size, "sghmc")
     for name, value in (("friction", friction), ("gradient_noise", gradient_noise)):
-        if not _is_tracer(value) and not np.all(np.isfinite(np.asarray(value))):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-    if not _is_tracer(friction) and np.any(np.asarray(friction) <= 0):
-        raise ValueError(f"friction must be positive, got {friction!r}")
-    if not (_is_tracer(friction) or _is_tracer(gradient_noise)):
+        if not is_tracer(value) and not np.all(np.isfinite(np.asarray(value))):
+            raise ValueError(f"sghmc: {name} must be finite, got {plain(value)}")
+    if not is_tracer(friction) and np.any(np.asarray(friction) <= 0):
+        raise ValueError(f"sghmc: friction must be positive, got {plain(friction)}")
+    if not (is_tracer(friction) or is_tracer(gradient_noise)):
         noise = np.asarray(gradient_noise)
         if np.any(noise < 0) or np.any(noise > np.asarray(friction)):
             raise ValueError(
-                f"gradient_noise must lie in [0, friction]: got {gradient_noise!r} with friction "
-                f"{friction!r} (the injected noise variance 2(C - B̂)ε would be negative)"
+                f"sghmc: gradient_noise must lie in [0, friction]: got {plain(gradient_noise)} "
+                f"with friction {plain(friction)} (the injected noise variance 2(C - B̂)ε would "
+                "be negative)"
             )
     # Clamped so a traced B̂ slightly above C gives zero noise, not the NaN of sqrt(negative).
     noise_rate = 2.0 * jnp.maximum(jnp.asarray(friction) - jnp.asarray(gradient_noise), 0.0)
 
-    def init(position: Array) -> SGHMCState:
-        position = _check_position(position, None, "sghmc.init")
-        return SGHMCState(position, jnp.zeros_like(position), jnp.zeros((), jnp.int32))
+    def init(position: Position) -> SGHMCState:
+        flat, unravel = ravel_position(position, "sghmc.init")
+        return SGHMCState(unravel(flat), unravel(jnp.zeros_like(flat)), jnp.zeros((), jnp.int32))
 
     def step(key: PRNGKey, state: SGHMCState) -> tuple[SGHMCState, SGMCMCInfo]:
-        position = _check_position(state.position, None, "sghmc.step")
+        position, unravel = ravel_position(state.position, "sghmc.step")
+        momentum, _ = ravel_position(state.momentum, "sghmc.step (momentum)")
         grad_key, noise_key = jax.random.split(key)
         epsilon = _step_size_at(step_size, state.step_count)
-        new_position = position + epsilon * state.momentum
-        grad = grad_estimator(grad_key, new_position)
+        new_position = position + epsilon * momentum
+        grad = _flat_gradient(grad_estimator, grad_key, unravel(new_position), "sghmc.step")
         noise = jax.random.normal(noise_key, position.shape, position.dtype)
         new_momentum = (
-            (1.0 - epsilon * friction) * state.momentum
+            (1.0 - epsilon * friction) * momentum
             + epsilon * grad
             + jnp.sqrt(noise_rate * epsilon) * noise
         )
-        new_state = SGHMCState(new_position, new_momentum, state.step_count + 1)
+        new_state = SGHMCState(unravel(new_position), unravel(new_momentum), state.step_count + 1)
         return new_state, _info(epsilon, position.dtype)
 
     return Kernel(init, step)

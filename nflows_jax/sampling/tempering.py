@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nflows_jax.sampling.base import Array, Kernel, LogDensityFn, PRNGKey
+from nflows_jax.sampling.checks import plain, scalar_logdensity
 
 
 class PTState(NamedTuple):
@@ -73,13 +74,13 @@ def _check_betas(betas) -> np.ndarray:
     if betas.ndim != 1 or betas.size < 2:
         raise ValueError(f"betas must be a vector of at least 2 temperatures, got {betas.shape}")
     if not np.all(np.isfinite(betas)):
-        raise ValueError(f"betas must be finite, got {betas}")
+        raise ValueError(f"betas must be finite, got {plain(betas)}")
     if betas[0] != 1.0:
-        raise ValueError(f"betas[0] must be 1 (the target's replica), got {betas[0]}")
+        raise ValueError(f"betas[0] must be 1 (the target's replica), got {float(betas[0])}")
     if np.any(np.diff(betas) >= 0):
-        raise ValueError(f"betas must be strictly decreasing, got {betas}")
+        raise ValueError(f"betas must be strictly decreasing, got {plain(betas)}")
     if betas[-1] <= 0:
-        raise ValueError(f"betas must be positive (β·ℓ with β=0 is improper), got {betas}")
+        raise ValueError(f"betas must be positive (β·ℓ with β=0 is improper), got {plain(betas)}")
     return betas
 
 
@@ -113,7 +114,8 @@ def parallel_tempering(
         values. Its state needs a ``position`` field; if it also has a ``logdensity`` field
         holding the tempered log-density β·ℓ(x) (every kernel in this library does), the swap
         test reads ℓ from it instead of evaluating ``logdensity_fn`` again.
-      logdensity_fn: the target's log-density ℓ, (D,) -> scalar.
+      logdensity_fn: the target's log-density ℓ, one position -> scalar (a non-scalar output
+        raises a ValueError at trace time).
       betas: (R,) inverse temperatures, strictly decreasing from ``betas[0] = 1`` to a positive
         ``betas[-1]`` (geometric spacing is the usual start).
 
@@ -130,6 +132,7 @@ def parallel_tempering(
     """
     betas_np = _check_betas(betas)
     num_replicas = betas_np.size
+    logdensity_fn = scalar_logdensity(logdensity_fn, "parallel_tempering")
 
     def tempered_kernel(beta: Array) -> Kernel:
         return make_kernel(lambda x: beta * logdensity_fn(x))
