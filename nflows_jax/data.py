@@ -7,7 +7,8 @@ Toy data (each ``sampler(key, n) -> (n, 2) float32``, jit-able with ``n`` static
 Images (``ImageDataset(images (N, H, W, C) uint8, labels (N,) int32 or None)``)::
 
     digits = load_digits()                          # sklearn, offline, 8x8x1 in 0..16
-    train = load_dataset("fashion_mnist", "train")  # local IDX files, else tensorflow-datasets
+    train = load_dataset("fashion_mnist", "train")  # local IDX files (or a prepared tfds copy)
+    cifar = load_dataset("cifar10", "train", download=True)  # tensorflow-datasets may download
     valid = load_dataset("binarized_mnist", "valid", data_dir="../shared/data")
 
 Batches for ``nflows_jax.train.fit`` (any step's batch is computable directly: exact resumes)::
@@ -21,6 +22,7 @@ from __future__ import annotations
 import gzip
 import math
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,9 +42,16 @@ ToySampler = Callable[[PRNGKey, int], Array]
 # ---------------------------------------------------------------------------------------------
 
 
+def _show(value: Any) -> str:
+    """``repr`` with NumPy/JAX scalars as plain Python numbers (``3``, not ``np.int64(3)``)."""
+    if hasattr(value, "item") and getattr(value, "shape", None) == ():
+        value = value.item()
+    return repr(value)
+
+
 def _check_n(n: int) -> None:
     if not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive int (a static sample count); got {n!r}")
+        raise ValueError(f"n must be a positive int (a static sample count); got {_show(n)}")
 
 
 def two_moons(key: PRNGKey, n: int, noise: float = 0.1) -> Array:
@@ -350,12 +359,28 @@ def load_binarized_mnist(
     return data
 
 
-def _load_from_tfds(name: str, split: str) -> ImageDataset:
-    """Load via tensorflow-datasets (downloads into ``$TFDS_DATA_DIR`` or ~/tensorflow_datasets).
+def tfds_data_dir(data_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None) -> Path:
+    """Where ``load_dataset`` keeps tensorflow-datasets files: ``<base>/tensorflow_datasets``.
+
+    ``<base>`` is the (first) given ``data_dir``; with ``None`` it is ``$NFLOWS_JAX_DATA`` when
+    set, else ``~/.cache/nflows_jax``. Never ``~/tensorflow_datasets`` (tfds' own default).
+    """
+    if data_dir is not None:
+        base = _as_dirs(data_dir)[0]
+    elif os.environ.get("NFLOWS_JAX_DATA"):
+        base = Path(os.environ["NFLOWS_JAX_DATA"]).expanduser()
+    else:
+        base = Path.home() / ".cache" / "nflows_jax"
+    return base / "tensorflow_datasets"
+
+
+def _load_from_tfds(name: str, split: str, tfds_dir: Path, download: bool) -> ImageDataset:
+    """Load via tensorflow-datasets, reading (and, with ``download``, writing) only ``tfds_dir``.
 
     With TensorFlow installed this is ``tfds.as_numpy(tfds.load(..., batch_size=-1))``; without
     it (TensorFlow is not a dependency of this package) the TF-free ``tfds.data_source`` reads an
-    array_record copy of the dataset.
+    array_record copy of the dataset. ``download=False`` reads a prepared copy and never touches
+    the network.
     """
     import tensorflow_datasets as tfds
 
@@ -367,11 +392,19 @@ def _load_from_tfds(name: str, split: str) -> ImageDataset:
     except ImportError:
         has_tensorflow = False
     if has_tensorflow:
-        arrays = tfds.as_numpy(tfds.load(name, split=tfds_split, batch_size=-1))
+        arrays = tfds.as_numpy(
+            tfds.load(
+                name, split=tfds_split, batch_size=-1, data_dir=str(tfds_dir), download=download
+            )
+        )
         images, labels = arrays["image"], arrays.get("label")
     else:
         source = tfds.data_source(
-            name, split=tfds_split, builder_kwargs={"file_format": "array_record"}
+            name,
+            split=tfds_split,
+            data_dir=str(tfds_dir),
+            download=download,
+            builder_kwargs={"file_format": "array_record"},
         )
         examples = [source[i] for i in range(len(source))]
         images = np.stack([example["image"] for example in examples])
@@ -388,8 +421,10 @@ def load_dataset(
     name: str,
     split: str,
     data_dir: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    *,
+    download: bool = False,
 ) -> ImageDataset:
-    """Load an image dataset as uint8 NHWC arrays: local files first, tensorflow-datasets second.
+    """Load an image dataset as uint8 NHWC arrays: local files, else tensorflow-datasets.
 
     Args:
       name: one of ``IMAGE_DATASETS``: ``digits`` (splits ``train``/``all``, both the full 1797
@@ -399,13 +434,18 @@ def load_dataset(
       data_dir: a folder (or list of folders) holding local copies. When given, only these are
         searched locally, so a call never silently picks up a different copy; when ``None``,
         ``default_data_dirs()`` are searched.
+      download: allow tensorflow-datasets to download and prepare the dataset (network; can take
+        minutes) into ``tfds_data_dir(data_dir)``, announced on stderr. Without it only local
+        files and an already prepared tfds copy in ``tfds_data_dir(data_dir)`` are read, and a
+        missing dataset fails at once. Nothing is ever written outside ``tfds_data_dir``.
 
     Returns:
       ``ImageDataset(images (N, H, W, C) uint8, labels (N,) int32 or None)``.
 
     Raises:
-      FileNotFoundError: no local copy and the tensorflow-datasets fallback failed (e.g. no
-        network); the message names the dataset, every local path tried and the tfds error.
+      FileNotFoundError: no local copy and no prepared tfds copy (``download=False``; the
+        message says how to download), or the download failed (e.g. no network). The message
+        names the dataset, every path tried and any tfds error.
     """
     _check_split(name, split)
     if name == "digits":
@@ -413,12 +453,27 @@ def load_dataset(
     data, looked = _find_local(name, split, _as_dirs(data_dir))
     if data is not None:
         return data
+    tfds_dir = tfds_data_dir(data_dir)
+    tfds_split = {"valid": "validation"}.get(split, split)
+    looked.append(f"a tensorflow-datasets copy of {name!r} in {tfds_dir / name}")
+    if not download and not (tfds_dir / name).is_dir():
+        hint = (
+            f"\nPass download=True to download it with tensorflow-datasets into {tfds_dir} "
+            f"(needs network), or put local files in one of the places above."
+        )
+        raise _not_found(name, split, looked, hint)
+    if download:
+        print(
+            f"load_dataset: {name!r} split {tfds_split!r} via tensorflow-datasets, downloading "
+            f"into {tfds_dir} if needed",
+            file=sys.stderr,
+            flush=True,
+        )
     try:
-        return _load_from_tfds(name, split)
+        return _load_from_tfds(name, split, tfds_dir, download)
     except Exception as error:  # no network, TF-less builder, unknown name: all mean "not found"
-        tfds_split = {"valid": "validation"}.get(split, split)
         looked.append(f"tensorflow-datasets: {name!r} split {tfds_split!r}")
-        extra = f"\nThe tensorflow-datasets fallback failed with {type(error).__name__}: {error}"
+        extra = f"\nThe tensorflow-datasets loader failed with {type(error).__name__}: {error}"
         raise _not_found(name, split, looked, extra) from error
 
 
@@ -448,10 +503,10 @@ class EpochBatches:
         (num_examples,) = sizes
         if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= num_examples:
             raise ValueError(
-                f"batch_size must be an int in [1, N={num_examples}]; got {batch_size!r}"
+                f"batch_size must be an int in [1, N={num_examples}]; got {_show(batch_size)}"
             )
         if not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+            raise ValueError(f"seed must be a non-negative int; got {_show(seed)}")
         self.data = data
         self.batch_size = int(batch_size)
         self.seed = int(seed)
@@ -471,7 +526,7 @@ class EpochBatches:
     def indices(self, step: int) -> np.ndarray:
         """The example indices of batch ``step``: (batch_size,) int."""
         if step < 0:
-            raise ValueError(f"step must be >= 0; got {step}")
+            raise ValueError(f"step must be >= 0; got {int(step)}")
         epoch, position = divmod(int(step), self.steps_per_epoch)
         start = position * self.batch_size
         return self.epoch_order(epoch)[start : start + self.batch_size]
@@ -504,6 +559,7 @@ __all__ = [
     "pinwheel",
     "rings",
     "sample_toy",
+    "tfds_data_dir",
     "two_moons",
     "two_spirals",
 ]
