@@ -15,7 +15,10 @@ key used at step ``s`` is ``jax.random.fold_in(key, s)``, so a run's trajectory 
 (params, optimizer, batch_fn, key) alone. A checkpoint holds params, optimizer state, the number of
 steps done and the history so far; ``fit`` with the same arguments and the same
 ``checkpoint_dir`` picks up at the latest checkpoint and, on CPU, ends with bitwise the same params
-as a run that was never interrupted.
+as a run that was never interrupted. Each checkpoint also stores the tree signature (paths, shapes,
+dtypes, structure) of its state, so a directory holding another model's or optimizer's checkpoint,
+or one from beyond ``num_steps``, is refused with a ``CheckpointMismatchError`` before training.
+A resumed run's carry is placed exactly like a fresh run's, so it reuses the compiled step.
 
 The NaN guard costs no host sync per step. The compiled step itself refuses a non-finite update:
 when the loss or the global gradient norm is not finite it keeps the old params and optimizer
@@ -607,10 +610,16 @@ def fit(
             after_compile = (steps_run - 1) / max(time.perf_counter() - first_step_done, 1e-12)
         history["steps_per_second_after_compile"] = after_compile
 
+    flag_read_at = None  # the step count at which the NaN flag was last read (already synced)
+
     def raise_if_non_finite(state: _TrainState, fetched_bad_step: int | None = None) -> None:
+        nonlocal flag_read_at
         if fetched_bad_step is None:
+            if flag_read_at == done:  # read at this step's log point: no second sync
+                return
             with _sync_point("nan_check"):
                 fetched_bad_step = int(jax.device_get(state.bad_step))
+        flag_read_at = done
         if fetched_bad_step >= 0:
             with _sync_point("error"):
                 bad_loss, bad_grad_norm = jax.device_get((state.bad_loss, state.bad_grad_norm))
