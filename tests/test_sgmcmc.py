@@ -20,6 +20,7 @@ The tests compare many independent chains' final states with these predictions, 
 """
 
 import functools
+import itertools
 
 import chex
 import jax
@@ -27,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.special
+import scipy.stats
 
 from nflows_jax.sampling.base import Kernel
 from nflows_jax.sampling.sgmcmc import (
@@ -171,26 +174,61 @@ def test_minibatch_gradient_is_unbiased_with_the_predicted_variance():
         assert abs(var - gradient_noise_variance(20, not replace)) > NUM_SE * var_se
 
 
+SUBSET_ITEMS, SUBSET_SIZE = 6, 3  # C(6, 3) = 20 subsets
+SUBSET_FALSE_FAIL = 1e-3
+SUBSET_SHIFT = 0.01  # the named wrong answer: two subsets at 1/20 ± 0.01
+
+
+def subset_num_draws(power: float = 0.99) -> int:
+    """Smallest multiple of 1000 draws giving the χ² test ``power`` against the named shift.
+
+    Under an alternative p₁ the χ² statistic over the K = 20 subsets is approximately noncentral
+    χ²(K - 1) with noncentrality M Σ (p₁ - p₀)²/p₀; two subsets shifted by ±0.01 from p₀ = 1/20
+    give M · 0.004.
+    """
+    num_subsets = scipy.special.comb(SUBSET_ITEMS, SUBSET_SIZE, exact=True)
+    p0 = 1.0 / num_subsets
+    critical = scipy.stats.chi2.isf(SUBSET_FALSE_FAIL, num_subsets - 1)
+    distance = 2 * SUBSET_SHIFT**2 / p0
+    num_draws = 1000
+    while scipy.stats.ncx2.sf(critical, num_subsets - 1, num_draws * distance) < power:
+        num_draws += 1000
+    return num_draws
+
+
 def test_subsample_without_replacement_is_uniform():
-    num_items, num_samples, num_draws = 10, 3, 4000
+    """Every one of the C(6, 3) = 20 subsets is drawn with probability 1/20 (χ² test).
+
+    Uniformity over subsets is what unbiasedness needs (it implies inclusion probabilities n/N
+    and pairwise inclusion n(n-1)/(N(N-1))). False-fail rate 1e-3 (χ²(19) upper tail); power 0.99
+    against any law at χ² distance Σ(p₁ - p₀)²/p₀ ≥ 0.004 from uniform, e.g. two subsets at
+    1/20 ± 0.01 (noncentral χ², see ``subset_num_draws``: 15,000 draws).
+    """
+    num_draws = subset_num_draws()
     draws = jax.jit(
-        jax.vmap(lambda key: subsample_without_replacement(key, num_items, num_samples))
+        jax.vmap(lambda key: subsample_without_replacement(key, SUBSET_ITEMS, SUBSET_SIZE))
     )(jax.random.split(jax.random.PRNGKey(7), num_draws))
-    chex.assert_shape(draws, (num_draws, num_samples))
+    chex.assert_shape(draws, (num_draws, SUBSET_SIZE))
     draws = np.asarray(draws)
-    assert draws.min() >= 0 and draws.max() < num_items
+    assert draws.min() >= 0 and draws.max() < SUBSET_ITEMS
     assert np.all(np.sort(draws, axis=1)[:, 1:] != np.sort(draws, axis=1)[:, :-1])  # distinct
-    # Each index is included with probability n/N (Bernoulli standard error per index).
-    inclusion = np.stack([(draws == i).any(axis=1) for i in range(num_items)], axis=1).mean(0)
-    p = num_samples / num_items
-    assert np.all(np.abs(inclusion - p) < NUM_SE * np.sqrt(p * (1 - p) / num_draws)), inclusion
+    masks = np.sum(1 << draws, axis=1)  # each subset as a bit mask
+    subsets = [sum(1 << i for i in c) for c in itertools.combinations(range(SUBSET_ITEMS), 3)]
+    counts = np.array([np.sum(masks == m) for m in subsets])
+    assert counts.sum() == num_draws
+    _, p_value = scipy.stats.chisquare(counts)
+    assert p_value > SUBSET_FALSE_FAIL, counts
 
 
 def test_full_batch_without_replacement_is_the_exact_gradient():
     estimator = gaussian_estimator(NUM_DATA)
     theta = jnp.array([0.3])
     estimate = jax.jit(estimator)(jax.random.PRNGKey(3), theta)
-    np.testing.assert_allclose(estimate, -PRECISION * (0.3 - POSTERIOR_MEAN), rtol=1e-5)
+    # A float32 sum of N + 1 terms: error at most (N + 1) eps32 times the sum of their magnitudes.
+    data = DATA.astype(np.float64)
+    magnitude = 0.3 / PRIOR_STD**2 + np.sum(np.abs(data - 0.3)) / NOISE_STD**2
+    tolerance = (NUM_DATA + 1) * np.finfo(np.float32).eps * magnitude
+    assert abs(float(estimate[0]) + PRECISION * (0.3 - POSTERIOR_MEAN)) <= tolerance
 
 
 # ------------------------------------------------------------------------------------------------
@@ -236,7 +274,8 @@ def test_sgld_stationary_law_matches_closed_form(batch_size, replace, step_over_
     assert abs(var - predicted_var) < NUM_SE * var_se, (var, predicted_var, POSTERIOR_VAR)
     bias = predicted_var - POSTERIOR_VAR
     if step_over_var < 0.1:
-        assert abs(bias) < 0.1 * POSTERIOR_VAR  # the posterior is recovered to within 10%
+        # A property of the closed form (not a tolerance): a small step nearly removes the bias.
+        assert abs(bias) < 0.1 * POSTERIOR_VAR
     else:
         assert abs(bias) > NUM_SE * var_se  # the bias is real and the test resolves it
 
@@ -252,7 +291,10 @@ def test_sgld_step_size_schedule():
         )
 
     state, info = run(jax.random.PRNGKey(5))
-    np.testing.assert_allclose(info.step_size, [0.01, 0.005, 0.01 / 3, 0.0025], rtol=1e-6)
+    # Two float32 roundings (0.01 itself, the division) of at most eps32/2 each.
+    np.testing.assert_allclose(
+        info.step_size, [0.01, 0.005, 0.01 / 3, 0.0025], rtol=np.finfo(np.float32).eps
+    )
     np.testing.assert_array_equal(info.acceptance_prob, 1.0)
     assert np.all(np.asarray(info.accepted))
     assert int(state.step_count) == 4
@@ -310,10 +352,17 @@ def test_sghmc_stationary_law_matches_closed_form(batch_size, compensate):
 
     full_batch = sghmc_stationary_cov(step_size, friction, 0.0, 0.0)
     if compensate:  # B̂ = εV/2 restores the exact-gradient stationary law
-        np.testing.assert_allclose(predicted, full_batch, rtol=1e-9)
+        # Float64: the momentum noise ε²V + 2(C - εV/2)ε equals 2Cε up to a few roundings, and
+        # the 2x2 Lyapunov solve amplifies relative errors by at most about 1/(1 - ρ(A)²).
+        h = step_size / POSTERIOR_VAR
+        transition = np.array([[1.0, step_size], [-h, 1.0 - step_size * friction - h * step_size]])
+        radius = np.max(np.abs(np.linalg.eigvals(transition)))
+        rtol = 16 * np.finfo(np.float64).eps / (1.0 - radius**2)
+        np.testing.assert_allclose(predicted, full_batch, rtol=rtol)
     elif batch_size < NUM_DATA:  # without it the gradient noise inflates the variance visibly
         assert predicted[0, 0] - full_batch[0, 0] > NUM_SE * var_se
-    # The discretisation bias at this step size is small: the posterior is nearly recovered.
+    # A property of the closed form (not a tolerance): the discretisation bias at this step size
+    # is small, the posterior is nearly recovered.
     assert abs(full_batch[0, 0] - POSTERIOR_VAR) < 0.05 * POSTERIOR_VAR
 
 
@@ -322,26 +371,101 @@ def test_sghmc_stationary_law_matches_closed_form(batch_size, compensate):
 
 
 @pytest.mark.parametrize(
-    "build",
+    ("build", "match"),
     [
-        lambda: minibatch_grad_estimator(logprior, loglikelihood, jnp.asarray(DATA), 0),
-        lambda: minibatch_grad_estimator(logprior, loglikelihood, jnp.asarray(DATA), NUM_DATA + 1),
-        lambda: minibatch_grad_estimator(logprior, loglikelihood, jnp.asarray(DATA), 2.0),
-        lambda: minibatch_grad_estimator(logprior, loglikelihood, (jnp.ones(5), jnp.ones(6)), 2),
-        lambda: minibatch_grad_estimator(logprior, loglikelihood, (), 2),
-        lambda: sgld(gaussian_estimator(5), 0.0),
-        lambda: sghmc(gaussian_estimator(5), 0.01, friction=0.0),
-        lambda: sghmc(gaussian_estimator(5), 0.01, friction=1.0, gradient_noise=2.0),
-        lambda: sghmc(gaussian_estimator(5), 0.01, friction=1.0, gradient_noise=-0.1),
-        lambda: sghmc(gaussian_estimator(5), -0.01, friction=1.0),
+        (lambda: minibatch_grad_estimator(logprior, loglikelihood, jnp.asarray(DATA), 0), "batch"),
+        (
+            lambda: minibatch_grad_estimator(
+                logprior, loglikelihood, jnp.asarray(DATA), NUM_DATA + 1
+            ),
+            "batch_size",
+        ),
+        (
+            lambda: minibatch_grad_estimator(logprior, loglikelihood, jnp.asarray(DATA), 2.0),
+            "batch_size",
+        ),
+        (
+            lambda: minibatch_grad_estimator(
+                logprior, loglikelihood, (jnp.ones(5), jnp.ones(6)), 2
+            ),
+            "leading axis",
+        ),
+        (lambda: minibatch_grad_estimator(logprior, loglikelihood, (), 2), "empty"),
+        (lambda: sgld(gaussian_estimator(5), 0.0), r"sgld: step_size must be positive.*got 0\.0$"),
+        (lambda: sghmc(gaussian_estimator(5), 0.01, friction=0.0), "friction must be positive"),
+        (
+            lambda: sghmc(gaussian_estimator(5), 0.01, friction=1.0, gradient_noise=2.0),
+            r"gradient_noise must lie in \[0, friction\]: got 2\.0 with friction 1\.0",
+        ),
+        (
+            lambda: sghmc(gaussian_estimator(5), 0.01, friction=1.0, gradient_noise=-0.1),
+            "gradient_noise must lie",
+        ),
+        (
+            lambda: sghmc(gaussian_estimator(5), np.float32(-0.01), friction=1.0),
+            # A plain number in the message, not numpy's repr "np.float32(-0.01)".
+            r"sghmc: step_size must be positive and finite, got -0\.0099999",
+        ),
     ],
 )
-def test_bad_configuration_raises(build):
-    with pytest.raises(ValueError):
+def test_bad_configuration_raises(build, match):
+    with pytest.raises(ValueError, match=match):
         build()
 
 
-def test_bad_position_raises():
+def test_bad_positions_and_estimators_raise():
     for kernel in (sgld(gaussian_estimator(5), 0.01), sghmc(gaussian_estimator(5), 0.01, 1.0)):
-        with pytest.raises(ValueError, match="vector"):
-            kernel.init(jnp.zeros((2, 1)))
+        with pytest.raises(ValueError, match="floating point"):
+            kernel.init(jnp.zeros(1, jnp.int32))
+    # A gradient estimator that does not return the position's shape is caught at trace time.
+    wrong_shape = lambda key, theta: jnp.zeros(2)
+    for name, kernel in (("sgld", sgld(wrong_shape, 0.01)), ("sghmc", sghmc(wrong_shape, 0.01, 1))):
+        state = kernel.init(jnp.zeros(3))
+        with pytest.raises(ValueError, match=rf"{name}.step: the grad_estimator output must have"):
+            jax.eval_shape(kernel.step, jax.random.PRNGKey(0), state)
+
+
+@pytest.mark.parametrize("which", ["logprior_fn", "loglikelihood_fn"])
+def test_non_scalar_minibatch_terms_raise_at_trace_time(which):
+    """A per-coordinate log-prior or log-likelihood (the sum forgotten) raises while tracing."""
+    vector_prior = lambda theta: -0.5 * theta**2 / PRIOR_STD**2
+    vector_likelihood = lambda theta, x: -0.5 * (x - theta) ** 2 / NOISE_STD**2
+    prior, likelihood = (
+        (vector_prior, loglikelihood) if which == "logprior_fn" else (logprior, vector_likelihood)
+    )
+    estimator = minibatch_grad_estimator(prior, likelihood, jnp.asarray(DATA), 5)
+    match = rf"minibatch_grad_estimator: the {which} must return a scalar.*shape \(3,\)"
+    with pytest.raises(ValueError, match=match):
+        jax.eval_shape(estimator, jax.random.PRNGKey(0), jnp.zeros(3))
+
+
+def test_minibatch_gradient_of_a_pytree_position_is_the_flat_gradient():
+    """θ = {"a": (2,), "b": ()}: the estimate has θ's structure and, raveled, equals the estimate
+    for the (3,) array with the same key (same minibatch). The two differentiate the same sum of
+    n + 1 = 6 terms in possibly different orders, so they differ by at most (n + 1) eps32 times the
+    sum of the terms' magnitudes, per coordinate."""
+    batch_size = 5
+    flat_likelihood = lambda theta, x: -0.5 * jnp.sum((x - theta) ** 2)
+    tree_flat = lambda p: jnp.concatenate([p["a"], p["b"][None]])
+    data = jnp.asarray(np.stack([DATA[:20], DATA[20:40], DATA[30:]], axis=1))  # (20, 3)
+    flat = minibatch_grad_estimator(logprior, flat_likelihood, data, batch_size)
+    tree = minibatch_grad_estimator(
+        lambda p: logprior(tree_flat(p)),
+        lambda p, x: flat_likelihood(tree_flat(p), x),
+        data,
+        batch_size,
+    )
+    theta = jnp.array([0.3, -1.0, 2.0])
+    key = jax.random.PRNGKey(8)
+    flat_grad, tree_grad = jax.jit(
+        lambda: (flat(key, theta), tree(key, {"a": theta[:2], "b": theta[2]}))
+    )()
+    chex.assert_shape([tree_grad["a"], tree_grad["b"]], [(2,), ()])
+    # Magnitude of the summed terms: the prior's |θ|/τ² plus (N/n) Σ_B |x - θ| ≤ (N/n) Σ_all.
+    scale = 20 / batch_size
+    magnitude = np.abs(np.asarray(theta)) / PRIOR_STD**2 + scale * np.sum(
+        np.abs(np.asarray(data) - np.asarray(theta)), axis=0
+    )
+    tolerance = (batch_size + 1) * np.finfo(np.float32).eps * magnitude
+    error = np.abs(np.asarray(tree_flat(tree_grad)) - np.asarray(flat_grad))
+    assert np.all(error <= tolerance), (error, tolerance)
