@@ -26,7 +26,15 @@ from nflows_jax.data import (
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared_data = pytest.mark.skipif(
     not (SHARED_DATA / "binarized_mnist.npz").is_file(),
-    reason=f"the offline dataset copies are not at {SHARED_DATA} (they live next to the repo)",
+    reason=f"no binarized_mnist.npz in {SHARED_DATA} (the offline copies live next to the repo)",
+)
+needs_shared_fashion_mnist = pytest.mark.skipif(
+    not all(
+        (SHARED_DATA / "fashion_mnist" / f"{prefix}-{kind}-ubyte.gz").is_file()
+        for prefix in ("train", "t10k")
+        for kind in ("images-idx3", "labels-idx1")
+    ),
+    reason=f"no Fashion-MNIST IDX files in {SHARED_DATA / 'fashion_mnist'} (offline copies)",
 )
 
 N_TOY = 4000
@@ -49,6 +57,7 @@ def test_toy_shapes_dtypes_reproducible(name, toy_samples):
     assert np.all(np.isfinite(x))
     np.testing.assert_array_equal(jitted(name)(jax.random.PRNGKey(0), N_TOY), x)
     other = np.asarray(jitted(name)(jax.random.PRNGKey(1), N_TOY))
+    # Independent draws differ by O(1) per coordinate, far beyond allclose's 1e-5 tolerance.
     assert not np.allclose(other, x)
     # Every density lies in [-4, 4]^2 up to its Gaussian jitter; 6 bounds each one with the
     # jitter within 6 σ (the widest, pinwheel: 2·|(1 + 0.3·6, 0.1·6)| = 5.73; eight Gaussians:
@@ -164,7 +173,7 @@ def test_binarized_loader_on_synthetic_file(tmp_path):
         load_binarized_mnist("validation", tmp_path)
 
 
-@needs_shared_data
+@needs_shared_fashion_mnist
 def test_shared_fashion_mnist():
     train = load_mnist_family("fashion_mnist", "train", SHARED_DATA)
     assert train.images.shape == (60000, 28, 28, 1) and train.images.dtype == np.uint8
