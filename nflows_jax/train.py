@@ -176,11 +176,12 @@ def _show(value: Any) -> str:
 
 def _home_sharding(params: Params) -> jax.sharding.Sharding:
     """The one device a run lives on: that of the first params leaf, else JAX's default device."""
-    for leaf in jax.tree.leaves(params):
-        if isinstance(leaf, jax.Array) and len(leaf.devices()) == 1:
-            return jax.sharding.SingleDeviceSharding(next(iter(leaf.devices())))
-        break
-    return jax.sharding.SingleDeviceSharding(jnp.zeros(()).devices().pop())
+    leaves = jax.tree.leaves(params)
+    if leaves and isinstance(leaves[0], jax.Array) and len(leaves[0].devices()) == 1:
+        (device,) = leaves[0].devices()
+    else:
+        (device,) = jnp.zeros(()).devices()
+    return jax.sharding.SingleDeviceSharding(device)
 
 
 def _placed(tree: Any, like: Any, sharding: jax.sharding.Sharding) -> Any:
