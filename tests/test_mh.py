@@ -8,6 +8,7 @@ independent draws, so the standard error of a moment is its sample standard devi
 sqrt(number of chains), and every tolerance below is 5 such standard errors.
 """
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 
 from nflows_jax.sampling import markov
 from nflows_jax.sampling.base import Kernel, normal_and_uniform
-from nflows_jax.sampling.mh import independence_mh, mh, rwmh
+from nflows_jax.sampling.mh import MHState, independence_mh, mh, rwmh
+from nflows_jax.sampling.tempering import parallel_tempering
 from nflows_jax.testing import assert_moments_match
 
 P_VALUE_THRESHOLD = 1e-3
@@ -340,6 +342,99 @@ def test_nan_logdensity_is_never_accepted():
 
 # --------------------------------------------------------------------------------------------
 # Configuration errors.
+
+
+@pytest.mark.parametrize(
+    ("scale", "shown"),
+    [
+        (0.0, "0.0"),
+        (-0.5, "-0.5"),
+        (float("nan"), "nan"),
+        (float("inf"), "inf"),
+        (np.float32(-2.0), "-2.0"),  # a plain number, not numpy's repr
+        (jnp.array([1.0, 0.0]), "0.0"),
+        ({"a": 1.0, "b": -1.0}, "-1.0"),
+    ],
+)
+def test_rwmh_rejects_non_positive_or_non_finite_scales(scale, shown):
+    """scale = 0 froze the chain while reporting 100 % acceptance; now it raises at
+    construction."""
+    with pytest.raises(
+        ValueError, match=rf"^rwmh: scale must be positive and finite, got {shown}$"
+    ):
+        rwmh(gaussian_logdensity, scale)
+
+
+def test_rwmh_accepts_a_traced_scale():
+    """A step size tuned inside jit is data, not checked at construction."""
+    position = jnp.array([0.3, -1.0])
+    step = jax.jit(lambda s, key: rwmh(gaussian_logdensity, s).step(key, MHState(position, 0.0)))
+    state, _ = step(0.5, jax.random.key(0))
+    chex.assert_shape(state.position, (2,))
+
+
+def vector_logdensity(x):
+    """The sum forgotten: one log-density per coordinate, (D,)."""
+    return -0.5 * x**2
+
+
+@pytest.mark.parametrize(
+    ("who", "build"),
+    [
+        ("rwmh", lambda f: rwmh(f, 0.5)),
+        (
+            "mh",
+            lambda f: mh(f, lambda key, x: x + jax.random.normal(key, x.shape), lambda y, x: 0.0),
+        ),
+        (
+            "independence_mh",
+            lambda f: independence_mh(f, lambda key: jax.random.normal(key, (2,)), lambda x: 0.0),
+        ),
+        (
+            "parallel_tempering",
+            lambda f: parallel_tempering(lambda g: rwmh(g, 0.5), f, [1.0, 0.5]),
+        ),
+    ],
+)
+def test_non_scalar_logdensity_raises_at_trace_time(who, build):
+    """rwmh used to accept a (D,) log-density and make D coupled per-coordinate accepts, which
+    samples the wrong law silently; every kernel now raises while tracing, naming itself."""
+    kernel = build(vector_logdensity)
+    start = jnp.zeros((2, 2)) if who == "parallel_tempering" else jnp.zeros(2)
+    match = rf"^{who}: the log-density must return a scalar.*shape \(2,\).*forget \.sum\(\)"
+    with pytest.raises(ValueError, match=match):
+        jax.eval_shape(kernel.init, start)
+    good_state = build(lambda x: -0.5 * jnp.sum(x**2)).init(start)
+    with pytest.raises(ValueError, match=match):
+        jax.eval_shape(kernel.step, jax.random.key(0), good_state)
+
+
+@pytest.mark.parametrize("which", ["mh", "independence_mh", "fused"])
+def test_non_scalar_proposal_logdensity_raises_at_trace_time(which):
+    normal = lambda key: jax.random.normal(key, (2,))
+    if which == "mh":
+        kernel = mh(gaussian_logdensity, lambda key, x: x + normal(key), lambda y, x: -0.5 * y**2)
+        what = "proposal_logdensity"
+    elif which == "independence_mh":
+        kernel = independence_mh(gaussian_logdensity, normal, lambda x: -0.5 * x**2)
+        what = "proposal_logdensity"
+    else:
+        kernel = independence_mh(
+            gaussian_logdensity,
+            normal,
+            lambda x: -0.5 * jnp.sum(x**2),
+            lambda key: (normal(key), -0.5 * normal(key) ** 2),
+        )
+        what = "proposal_sample_and_logdensity's log-density"
+    who = "mh" if which == "mh" else "independence_mh"
+    match = rf"^{who}: the {what} must return a scalar"
+    if which == "independence_mh":  # its init evaluates q (for the cached importance weight)
+        with pytest.raises(ValueError, match=match):
+            jax.eval_shape(kernel.init, jnp.zeros(2))
+        return
+    state = jax.eval_shape(kernel.init, jnp.zeros(2))
+    with pytest.raises(ValueError, match=match):
+        jax.eval_shape(kernel.step, jax.random.key(0), state)
 
 
 def test_rwmh_rejects_bad_configuration():

@@ -118,6 +118,76 @@ def test_legacy_uint32_key_gives_the_same_draws_as_a_typed_key(base_run):
     assert_trees_equal(legacy, base_run)
 
 
+def test_int_seed_is_read_as_a_legacy_key(base_run):
+    """``sample_chains(42, ...)`` is ``sample_chains(jax.random.PRNGKey(42), ...)`` (previously
+    an AttributeError); non-key, non-int keys raise a TypeError that says what is accepted."""
+    for seed in (42, np.int64(42)):
+        assert_trees_equal(sample_chains(seed, KERNEL, start_positions(4), **BASE), base_run)
+    with pytest.raises(TypeError, match=r"PRNG key .* or an int seed, got float"):
+        sample_chains(42.0, KERNEL, start_positions(4), **BASE)
+    with pytest.raises(TypeError, match="got a bool"):
+        sample_chains(True, KERNEL, start_positions(4), **BASE)
+
+
+def test_one_dimensional_positions_need_an_explicit_chain_count():
+    """A (2,) array used to run 2 chains of scalars silently; it is ambiguous and raises, and
+    ``num_chains`` states the chain axis explicitly (C chains of scalar positions)."""
+    with pytest.raises(ValueError, match=r"ambiguous.*positions\[None\].*num_chains=2"):
+        sample_chains(KEY, KERNEL, jnp.zeros(2), 3)
+    with pytest.raises(ValueError, match="ambiguous"):
+        sample_chains(KEY, KERNEL, {"a": jnp.zeros(3), "b": jnp.zeros(3)}, 3)
+    with pytest.raises(ValueError, match=r"num_chains=3 but the leading \(chain\) axis .* 4"):
+        sample_chains(KEY, KERNEL, start_positions(4), 3, num_chains=3)
+    # One chain of a (2,) position, explicitly:
+    one = sample_chains(KEY, KERNEL, start_positions(1), 3)
+    chex.assert_shape(one.trace, (1, 3, 2))
+    # C scalar chains, explicitly: the same draws as chain-major (C, 1) positions squeezed.
+    scalar_kernel = random_walk_metropolis(lambda x: -0.5 * jnp.sum(x**2), scale=1.2)
+    scalars = sample_chains(KEY, scalar_kernel, jnp.arange(3.0), 3, num_chains=3)
+    columns = sample_chains(KEY, scalar_kernel, jnp.arange(3.0)[:, None], 3)
+    chex.assert_shape(scalars.trace, (3, 3))
+    np.testing.assert_array_equal(scalars.trace, columns.trace[..., 0])
+
+
+def test_the_kernel_step_is_traced_once_per_run():
+    """Burn-in and thinning share ONE trace of the kernel's step (it was traced twice: once more
+    for the infos' shapes); a second run with the same kernel and shapes does not trace again."""
+    kernel = Kernel(KERNEL.init, chex.assert_max_traces(KERNEL.step, n=1))
+    sample_chains(KEY, kernel, start_positions(4), 12, thin=3, burn_in=5)
+    sample_chains(jax.random.key(3), kernel, start_positions(4), 12, thin=3, burn_in=5)
+
+
+def test_forward_mode_through_a_run_matches_the_closed_form():
+    """jax.jvp through sample_chains (burn-in, thinning) w.r.t. a target parameter and the starts.
+
+    ULA on N(μ, 1) with step ε is the affine recursion x' = a x + (1 - a) μ + √ε z, a = 1 - ε/2,
+    so after t steps ∂x_t/∂μ = 1 - aᵗ and ∂x_t/∂x₀ = aᵗ exactly (the noise does not depend on
+    either). With ε = 0.5 (a = 0.75, both exact in float32) each step rounds at most 3 operations
+    of size ≤ 1 on the tangent (error ≤ 1.5 eps32) and the recursion damps old errors by a, so the
+    computed tangent is within 1.5 eps32 / (1 - a) = 6 eps32 of the closed form.
+    """
+    from nflows_jax.sampling.langevin import ula
+
+    step_size, burn_in, thin, num_steps = 0.5, 3, 2, 8
+    a = 1.0 - step_size / 2
+
+    def run(mu, starts):
+        kernel = ula(lambda x: -0.5 * jnp.sum((x - mu) ** 2), step_size)
+        return sample_chains(KEY, kernel, starts, num_steps, burn_in=burn_in, thin=thin).trace
+
+    starts = jnp.array([[0.0], [1.0], [-2.0]])
+    tangent_mu, tangent_starts = 1.0, 0.5
+    _, tangent = jax.jvp(
+        run, (jnp.float32(0.3), starts), (jnp.float32(tangent_mu), jnp.full((3, 1), tangent_starts))
+    )
+    steps = burn_in + thin * np.arange(1, num_steps // thin + 1)  # transitions before each draw
+    expected = tangent_mu * (1 - a**steps) + tangent_starts * a**steps  # float64
+    chex.assert_shape(tangent, (3, num_steps // thin, 1))
+    tolerance = 1.5 * np.finfo(np.float32).eps / (1 - a)
+    error = np.abs(np.asarray(tangent, np.float64)[..., 0] - expected)
+    assert np.all(error <= tolerance), (error.max(), tolerance)
+
+
 def test_chain_keys_are_unique_over_a_grid_of_steps_and_chains():
     num_steps, num_chains = 512, 256
     keys = jax.jit(jax.vmap(lambda t: jax.random.key_data(chain_keys(KEY, t, num_chains))))(
