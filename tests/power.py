@@ -166,3 +166,45 @@ def correlation_sample_size(rho: float, alpha: float, beta: float, num_checks: i
     probability ≥ 1 - β: √n r is ≈ N(√n ρ, 1) for small ρ, so n = ((k + z_β) / ρ)²."""
     k = num_standard_errors(alpha, num_checks)
     return math.ceil(((k + float(scipy.stats.norm.isf(beta))) / rho) ** 2)
+
+
+def pool_small_cells(
+    probs: np.ndarray, wrong: np.ndarray, num: int, min_expected: float = 5.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells with expected count n·p < ``min_expected`` merged into one (as the tests pool them)."""
+    probs, wrong = np.asarray(probs, np.float64).ravel(), np.asarray(wrong, np.float64).ravel()
+    probs, wrong = probs / probs.sum(), wrong / wrong.sum()
+    small = num * probs < min_expected
+    pooled_p = np.append(probs[~small], probs[small].sum())
+    pooled_w = np.append(wrong[~small], wrong[small].sum())
+    keep = pooled_p > 0
+    return pooled_p[keep], pooled_w[keep]
+
+
+def pooled_chi_square_sample_size(
+    probs: np.ndarray, wrong: np.ndarray, alpha: float, beta: float, min_expected: float = 5.0
+) -> int:
+    """Smallest n (by bisection) whose χ² test, with cells of expected count < ``min_expected``
+    pooled as at that n, has power ≥ 1 - β against ``wrong`` at level α. Pooling changes with n,
+    so power is only nearly monotone in n; the returned n is one where the power was verified."""
+
+    def enough(num: int) -> bool:
+        pooled_p, pooled_w = pool_small_cells(probs, wrong, num, min_expected)
+        return len(pooled_p) > 1 and chi_square_power(num, pooled_p, pooled_w, alpha) >= 1 - beta
+
+    return _smallest(enough)
+
+
+def stationary_solve_atol(matrix: np.ndarray) -> float:
+    """Float32 error bound of ``markov.stationary_distribution(matrix)`` (not a power calculation,
+    shared by the chain tests): 2 S κ eps for the lstsq solve of [Tᵀ - I; 1ᵀ] π = e, with κ the
+    float64 condition number over the nonzero singular values (the minimum-norm solution for
+    reducible chains), plus S eps for the clip and renormalisation and half an ulp for a
+    reference rounded to float32."""
+    eps = float(np.finfo(np.float32).eps)
+    matrix = np.asarray(matrix, np.float64)
+    size = matrix.shape[0]
+    system = np.vstack([matrix.T - np.eye(size), np.ones((1, size))])
+    singular = np.linalg.svd(system, compute_uv=False)
+    singular = singular[singular > 1e-12 * singular[0]]  # rank cut far above float64 noise
+    return (2 * size * singular[0] / singular[-1] + size + 0.5) * eps

@@ -54,15 +54,8 @@ BIRTH_DEATH, BIRTH_DEATH_PI = _birth_death([0.3, 0.5, 0.2, 0.4], [0.4, 0.1, 0.5,
 
 
 def _solve_atol(matrix) -> float:
-    """Float32 error bound of ``stationary_distribution``: 2 S κ eps for the lstsq solve of
-    [Tᵀ - I; 1ᵀ] π = e (κ over its nonzero singular values, float64), plus S eps for the clip and
-    renormalisation and half an ulp for a reference rounded to float32."""
-    matrix = np.asarray(matrix, np.float64)
-    size = matrix.shape[0]
-    system = np.vstack([matrix.T - np.eye(size), np.ones((1, size))])
-    singular = np.linalg.svd(system, compute_uv=False)
-    singular = singular[singular > 1e-12 * singular[0]]  # rank cut far above float64 noise
-    return (2 * size * singular[0] / singular[-1] + size + 0.5) * EPS32
+    """Float32 error bound of ``stationary_distribution``: see ``power.stationary_solve_atol``."""
+    return power.stationary_solve_atol(matrix)
 
 
 def _steps_atol(num_steps: int, size: int) -> float:
