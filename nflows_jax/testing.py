@@ -104,15 +104,27 @@ def rounding_steps(fn: Callable, *args) -> int:
     return max(_jaxpr_steps(jax.make_jaxpr(fn)(*args).jaxpr), 1)
 
 
-class _Tolerance(NamedTuple):
-    """The rounding allowance of one transform: ``steps · eps · (1 + A_i) · (1 + magnitude)``."""
+def rounding_tolerance(steps: int, dtype, amplification=1.0, magnitude=0.0):
+    """The rounding allowance ``steps · eps · (1 + amplification) · (1 + magnitude)``.
 
-    eps: float
+    The policy of :func:`check_bijector` (see the module docstring), for tests of your own:
+    ``steps`` from :func:`rounding_steps`, ``dtype`` the precision the values were computed in,
+    ``amplification`` how much the computation can magnify an input error (a condition number
+    or Jacobian norm), ``magnitude`` the size of the values compared. Broadcasts over arrays.
+    """
+    eps = float(jnp.finfo(dtype).eps)
+    return steps * eps * (1.0 + np.asarray(amplification)) * (1.0 + np.asarray(magnitude))
+
+
+class _Tolerance(NamedTuple):
+    """The rounding allowance of one bijector's checks, per batch row."""
+
+    dtype: np.dtype
     steps: int
     amplification: np.ndarray  # (B,) A_i = max(κ(J_i), ‖J_i‖, ‖J_i⁻¹‖), see the module docstring
 
     def per_row(self, magnitude: np.ndarray) -> np.ndarray:
-        return self.steps * self.eps * (1.0 + self.amplification) * (1.0 + magnitude)
+        return rounding_tolerance(self.steps, self.dtype, self.amplification, magnitude)
 
 
 def _row_max_abs(*arrays: np.ndarray) -> np.ndarray:
@@ -173,6 +185,60 @@ def _diagonal_blocks(jacobian: np.ndarray) -> np.ndarray:
     return jacobian[rows, :, rows, :]  # (B, E, E)
 
 
+def _amplification(blocks: np.ndarray) -> np.ndarray:
+    """A = max(κ, ‖J‖, ‖J⁻¹‖) per Jacobian block (B, E, E), inf where J is singular."""
+    singular_values = np.linalg.svd(blocks, compute_uv=False)
+    largest, smallest = singular_values[:, 0], singular_values[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.maximum.reduce([largest / smallest, largest, 1.0 / smallest])
+
+
+def jacobian_amplification(
+    transform: Transform, params: Params, x: Array, context: Array | None = None
+) -> np.ndarray:
+    """``A_i = max(κ(J_i), ‖J_i‖, ‖J_i⁻¹‖)`` of ``transform``'s event Jacobian at each row: (B,).
+
+    The factor by which the map (or its inverse) can amplify rounding errors, as used by
+    :func:`check_bijector`'s tolerance policy. Row Jacobians by ``vmap(jacfwd)``, so it scales to
+    large batches of small events.
+    """
+    event_shape, size = x.shape[1:], math.prod(x.shape[1:])
+
+    def row_jacobian(row, ctx):
+        ctx = None if ctx is None else ctx[None]
+        flat = lambda v: transform(params, v.reshape((1, *event_shape)), ctx)[0].reshape(size)
+        return jax.jacfwd(flat)(row.reshape(size))
+
+    in_axes = (0, None if context is None else 0)
+    blocks = jax.jit(jax.vmap(row_jacobian, in_axes=in_axes))(x, context)
+    return _amplification(np.asarray(blocks, np.float64))
+
+
+def assert_within_rounding(
+    name: str, actual, expected, steps: int, dtype, amplification=1.0, magnitude=None
+) -> None:
+    """Assert ``|actual - expected| <= rounding_tolerance(...)`` elementwise, naming ``name``.
+
+    ``magnitude`` defaults to ``|expected|``; ``amplification`` and ``magnitude`` broadcast
+    against the values (pass per-row arrays with a trailing axis, e.g. ``A[:, None]``).
+    """
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    if actual.shape != expected.shape:
+        raise AssertionError(f"{name}: shape {actual.shape} != expected {expected.shape}")
+    magnitude = np.abs(expected) if magnitude is None else magnitude
+    tolerance = np.broadcast_to(
+        rounding_tolerance(steps, dtype, amplification, magnitude), actual.shape
+    )
+    error = np.abs(actual - expected)
+    if not np.all(error <= tolerance):  # NaN fails too
+        index = np.unravel_index(np.nanargmax(error / tolerance), error.shape)
+        raise AssertionError(
+            f"{name}: |difference| {_fmt(error[index])} at {tuple(int(i) for i in index)} "
+            f"exceeds the rounding tolerance {_fmt(tolerance[index])} ({steps} steps in "
+            f"{jnp.dtype(dtype).name})"
+        )
+
+
 # ------------------------------------------------------------------------------------------------
 # Precision handling
 # ------------------------------------------------------------------------------------------------
@@ -229,10 +295,8 @@ def _check_shapes(name: str, transform: Transform, params: Params, value: Array,
         )
 
 
-def _check_singular(largest: np.ndarray, smallest: np.ndarray, eps: float) -> None:
+def _check_singular(condition: np.ndarray, eps: float) -> None:
     """Refuse a Jacobian whose condition number is beyond 1/eps: no tolerance is meaningful."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        condition = largest / smallest
     singular = ~np.isfinite(condition) | (condition * eps > 1.0)
     if np.any(singular):
         row = int(np.argmax(singular))
@@ -505,12 +569,11 @@ def _check_all(bijector, params, x, context, eps: float, check_jacobian: bool) -
     amplification = np.ones(x.shape[0])
     if check_jacobian:
         forward_jacobian = batch_jacobian(bijector.forward, params, x, context)
-        singular_values = np.linalg.svd(_diagonal_blocks(forward_jacobian), compute_uv=False)
-        largest, smallest = singular_values[:, 0], singular_values[:, -1]
-        _check_singular(largest, smallest, eps)
+        blocks = _diagonal_blocks(forward_jacobian)
+        _check_singular(np.linalg.cond(blocks), eps)
         _check_block_structure("forward", forward_jacobian, eps, steps)
-        amplification = np.maximum.reduce([largest / smallest, largest, 1.0 / smallest])
-    tolerance = _Tolerance(eps, steps, amplification)
+        amplification = _amplification(blocks)
+    tolerance = _Tolerance(x.dtype, steps, amplification)
     _check_rows_alone(case, tolerance)
     _check_round_trips(case, tolerance)
     _check_log_dets(case, tolerance, forward_jacobian)

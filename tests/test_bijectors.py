@@ -20,7 +20,14 @@ from nflows_jax.bijectors.base import (
 from nflows_jax.bijectors.coupling import additive_coupling, affine_coupling
 from nflows_jax.bijectors.elementwise import elementwise_affine, logit, sigmoid, tanh
 from nflows_jax.bijectors.planar import PlanarParams, RadialParams, planar, planar_terms, radial
-from nflows_jax.testing import check_bijector, perturb
+from nflows_jax.testing import (
+    assert_within_rounding,
+    check_bijector,
+    jacobian_amplification,
+    perturb,
+    rounding_steps,
+    rounding_tolerance,
+)
 
 pytestmark = pytest.mark.usefixtures("fast_compiles")
 
@@ -95,9 +102,27 @@ def test_contract_with_perturbed_params(make, make_x, uses_context):
 def test_logit_is_the_inverse_of_sigmoid():
     y = jnp.asarray(np.random.default_rng(0).uniform(0.01, 0.99, (BATCH, DIM)), jnp.float32)
     x, log_det = logit().forward((), y)
-    np.testing.assert_allclose(x, jnp.log(y) - jnp.log1p(-y), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(jax.nn.sigmoid(x), y, rtol=1e-6)
-    np.testing.assert_allclose(log_det, -jnp.sum(jnp.log(y * (1 - y)), axis=1), rtol=1e-5)
+    # Float64 references; rounding allowance (nflows_jax.testing policy) on the size of the terms
+    # log y and log(1 - y), which cancel near y = 1/2 where x itself is near 0.
+    y64 = np.asarray(y, np.float64)
+    terms = np.abs(np.log(y64)) + np.abs(np.log1p(-y64))
+    steps = rounding_steps(logit().forward, (), y)
+    assert_within_rounding(
+        "logit", x, np.log(y64) - np.log1p(-y64), steps, jnp.float32, magnitude=terms
+    )
+    assert_within_rounding(
+        "log-det",
+        log_det,
+        -np.sum(np.log(y64 * (1 - y64)), axis=1),
+        steps,
+        jnp.float32,
+        magnitude=np.sum(terms, axis=1),
+    )
+    # sigmoid's slope σ(1 - σ) times logit's 1/(y(1 - y)) is 1: the round trip amplifies nothing.
+    steps += rounding_steps(sigmoid().forward, (), x)
+    assert_within_rounding(
+        "sigmoid(logit(y))", jax.nn.sigmoid(x), y64, steps, jnp.float32, magnitude=terms
+    )
 
 
 def test_couplings_are_exactly_the_identity_at_init():
@@ -136,7 +161,10 @@ def test_affine_coupling_log_scale_is_bounded():
     params = _perturbed_params(bijector, 100.0 * x, scale=5.0)  # drive the raw log-scale far out
     _, log_det = jax.jit(bijector.forward)(params, 100.0 * x)
     changed = DIM - DIM // 2
-    assert float(jnp.max(jnp.abs(log_det))) <= 2.0 * changed + 1e-5
+    # float32 tanh rounds to at most 1, times 2 exactly; the sum of `changed` terms rounds once
+    # per term: at most changed · eps of the bound on top.
+    bound = 2.0 * changed * (1.0 + changed * float(jnp.finfo(jnp.float32).eps))
+    assert float(jnp.max(jnp.abs(log_det))) <= bound
 
 
 def test_radial_is_exactly_the_identity_and_planar_near_it_at_init():
@@ -145,9 +173,22 @@ def test_radial_is_exactly_the_identity_and_planar_near_it_at_init():
     def at_init(layer):
         return jax.jit(lambda x: layer.forward(layer.init(jax.random.PRNGKey(0), x), x))(x)
 
-    y, log_det = at_init(radial(DIM))
+    layer = radial(DIM)
+    y, log_det = at_init(layer)
     np.testing.assert_array_equal(y, x)
-    np.testing.assert_allclose(log_det, 0.0, atol=1e-6)  # a difference of logs: float rounding
+    # log(r² + 2αr + αγ) - 2 log(α + r) with γ = α is 0 up to the rounding of terms of size
+    # 2|log(α + r)| (α = softplus(0), r = ‖x - z0‖).
+    params = layer.init(jax.random.PRNGKey(0), x)
+    r = np.linalg.norm(np.asarray(x, np.float64) - np.asarray(params.center), axis=1)
+    terms = 2.0 * np.abs(np.log(np.log(2.0) + r))
+    assert_within_rounding(
+        "radial log-det at init",
+        log_det,
+        np.zeros(BATCH),
+        rounding_steps(layer.forward, params, x),
+        jnp.float32,
+        magnitude=terms,
+    )
     y, log_det = at_init(planar(DIM))
     # |y - x| ≤ |û| = O(0.01·sqrt(D)); small w, u with wᵀu ≈ 0 would give |û| ≈ 0.31/‖w‖ instead.
     assert float(jnp.max(jnp.abs(y - x))) < 0.1
@@ -177,9 +218,29 @@ def test_repeat_equals_the_same_layers_unrolled():
             for name in ("forward", "inverse")
         }
 
+    # The two programs do the same arithmetic in another order and fusion: each is within the
+    # rounding allowance of the exact map (amplified by its Jacobian), so they differ by twice it.
+    steps = rounding_steps(repeated.forward, params, x, context)
+    amplification = jacobian_amplification(repeated.forward, params, x, context)
     for name, (actual, expected) in both(params).items():
-        np.testing.assert_allclose(actual[0], expected[0], rtol=1e-5, atol=1e-5, err_msg=name)
-        np.testing.assert_allclose(actual[1], expected[1], rtol=1e-5, atol=1e-5, err_msg=name)
+        assert_within_rounding(
+            name,
+            actual[0],
+            expected[0],
+            2 * steps,
+            jnp.float32,
+            amplification[:, None],
+            np.abs(np.asarray(x)) + np.abs(expected[0]),
+        )
+        assert_within_rounding(
+            f"{name} log-det",
+            actual[1],
+            expected[1],
+            2 * steps,
+            jnp.float32,
+            amplification,
+            DIM + np.abs(expected[1]),
+        )
 
 
 def test_repeat_traces_its_layer_once_whatever_the_depth():
@@ -240,6 +301,30 @@ def _planar_params_with(w_dot_u_hat: float, seed: int) -> PlanarParams:
     return PlanarParams(*(jnp.asarray(v, jnp.float32) for v in (w, u, 0.7)))
 
 
+def _assert_round_trips_within_rounding(
+    layer, params, x, y, log_det, x_back, inverse_log_det, y_again
+):
+    """float32 round trips within the rounding allowance of nflows_jax.testing: the rounding
+    steps of forward plus inverse, amplified by A = max(κ, ‖J‖, ‖J⁻¹‖) of each row's Jacobian,
+    on the size of the row's values."""
+    assert float(np.max(np.abs(np.asarray(y) - np.asarray(x)))) > 0.1  # far from the identity
+    steps = rounding_steps(layer.forward, params, x) + rounding_steps(layer.inverse, params, y)
+    amplification = jacobian_amplification(layer.forward, params, x)
+    size = np.max(np.abs(np.asarray(x)) + np.abs(np.asarray(y)), axis=1)
+    per_row = (amplification[:, None], size[:, None])
+    assert_within_rounding("inverse(forward(x))", x_back, x, steps, jnp.float32, *per_row)
+    assert_within_rounding("forward(inverse(y))", y_again, y, steps, jnp.float32, *per_row)
+    assert_within_rounding(
+        "inverse log-det",
+        inverse_log_det,
+        -np.asarray(log_det),
+        steps,
+        jnp.float32,
+        amplification,
+        DIM + np.abs(np.asarray(log_det)),
+    )
+
+
 # Module-level layers and jitted transforms: one compilation shared by the parametrized cases.
 PLANAR, RADIAL = planar(DIM), radial(DIM)
 PLANAR_FORWARD, PLANAR_INVERSE = jax.jit(PLANAR.forward), jax.jit(PLANAR.inverse)
@@ -251,21 +336,23 @@ RADIAL_FORWARD, RADIAL_INVERSE = jax.jit(RADIAL.forward), jax.jit(RADIAL.inverse
 def test_planar_inverse_is_accurate_for_strongly_nonlinear_params(w_dot_u_hat):
     params = _planar_params_with(w_dot_u_hat, seed=3)
     terms = PLANAR_TERMS(params)
-    np.testing.assert_allclose(terms.w_dot_u_hat, w_dot_u_hat, rtol=1e-4)
+    # wᵀû = softplus(wᵀu) - 1 from float32 w, u: rounding on the size ‖w‖‖u‖ of the dot product.
+    w, u = np.asarray(params.w, np.float64), np.asarray(params.u, np.float64)
+    assert_within_rounding(
+        "wᵀû",
+        terms.w_dot_u_hat,
+        w_dot_u_hat,
+        rounding_steps(planar_terms, params),
+        jnp.float32,
+        magnitude=np.linalg.norm(w) * np.linalg.norm(u),
+    )
     x = _x(seed=4, shape=(512, DIM))
     y, log_det = PLANAR_FORWARD(params, x)
     x_back, inverse_log_det = PLANAR_INVERSE(params, y)
     y_again, _ = PLANAR_FORWARD(params, x_back)
-    x, y, x_back, y_again = (np.asarray(a, np.float64) for a in (x, y, x_back, y_again))
-    assert np.max(np.abs(y - x)) > 0.5  # far from the identity
-    np.testing.assert_allclose(x_back, x, atol=2e-5, rtol=1e-5)
-    np.testing.assert_allclose(inverse_log_det, -log_det, atol=2e-5, rtol=1e-5)
-    # The solver's own residual, forward(inverse(y)) = y. The root a = wᵀx is only resolved to a
-    # few ulps of |wᵀy| + |wᵀû| (the size of the terms in its equation), and forward multiplies
-    # that error by |û| h' ≤ ‖û‖: the tolerance per row is 4 such ulps, carried through.
-    ulp = np.finfo(np.float32).eps * (np.abs(y @ np.asarray(params.w)) + abs(w_dot_u_hat))
-    atol = 4.0 * np.linalg.norm(terms.u_hat) * ulp[:, None]
-    assert np.all(np.abs(y_again - y) <= atol + 1e-6 * np.abs(y))
+    _assert_round_trips_within_rounding(
+        PLANAR, params, x, y, log_det, x_back, inverse_log_det, y_again
+    )
 
 
 @pytest.mark.parametrize(("raw_alpha", "raw_beta"), [(-2.0, -4.5), (-2.0, 3.0), (1.0, -1.5)])
@@ -281,10 +368,11 @@ def test_radial_inverse_is_accurate_for_strongly_nonlinear_params(raw_alpha, raw
     )
     x = jnp.asarray(x, jnp.float32)
     y, log_det = RADIAL_FORWARD(params, x)
-    assert float(np.max(np.abs(np.asarray(y) - np.asarray(x)))) > 0.1
     x_back, inverse_log_det = RADIAL_INVERSE(params, y)
-    np.testing.assert_allclose(x_back, x, atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(inverse_log_det, -log_det, atol=1e-5, rtol=1e-5)
+    y_again, _ = RADIAL_FORWARD(params, x_back)
+    _assert_round_trips_within_rounding(
+        RADIAL, params, x, y, log_det, x_back, inverse_log_det, y_again
+    )
 
 
 def test_inverse_gradients_are_exact():
@@ -304,10 +392,32 @@ def test_inverse_gradients_are_exact():
         d_y = jax.vmap(jax.jacfwd(lambda row: round_trip(params, row[None])[0]))(y)
         return d_params, d_y
 
-    d_params, d_y = derivatives(params, x)
+    # In float64, where the rounding allowance is ~1e-12 and a missing or wrong implicit step
+    # shows as an O(1) error. The derivative program chains J, J⁻¹ and their parameter
+    # derivatives: its rounding is amplified by up to A² and sized by the largest partial
+    # derivative of forward w.r.t. the params.
+    with jax.enable_x64(True):
+        params64 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), params)
+        x64 = jnp.asarray(x, jnp.float64)
+        d_params, d_y = derivatives(params64, x64)
+        steps = rounding_steps(derivatives, params64, x64)
+        amplification = float(np.max(jacobian_amplification(layer.forward, params64, x64)))
+        partials = jax.jacrev(lambda p: layer.forward(p, x64)[0])(params64)
+        size = max(float(np.max(np.abs(leaf))) for leaf in jax.tree_util.tree_leaves(partials))
     for leaf in jax.tree_util.tree_leaves(d_params):
-        np.testing.assert_allclose(leaf, 0.0, atol=2e-4)
-    np.testing.assert_allclose(d_y, np.broadcast_to(np.eye(DIM), d_y.shape), atol=2e-4)
+        assert_within_rounding(
+            "d round trip / d params",
+            leaf,
+            np.zeros(leaf.shape),
+            steps,
+            jnp.float64,
+            amplification**2,
+            size,
+        )
+    identity = np.broadcast_to(np.eye(DIM), d_y.shape)
+    assert_within_rounding(
+        "d round trip / dy", d_y, identity, steps, jnp.float64, amplification**2, 1.0
+    )
 
 
 def test_planar_constraint_holds_for_any_raw_params():
@@ -331,12 +441,14 @@ def test_planar_constraint_holds_for_any_raw_params():
     assert np.all(terms.one_plus_w_dot_u_hat >= 0.0)
     assert np.all(np.isfinite(log_dets))
     # wᵀû recomputed from û itself. û = u + ((m - wᵀu)/‖w‖²) w cancels when u ∥ w, so û carries
-    # float32 rounding of order eps·(‖u‖ + ‖û‖) and wᵀû that times ‖w‖ (eps = 1.2e-7; 1e-6 ≈ 8 eps).
+    # float32 rounding on the size ‖u‖ + ‖û‖ of its terms, and wᵀû that times ‖w‖: the rounding
+    # allowance of planar_terms' steps on that size.
+    steps = rounding_steps(planar_terms, PlanarParams(w[0], u[0], jnp.zeros(())))
     w, u, u_hat = np.asarray(w, np.float64), np.asarray(u, np.float64), terms.u_hat
     direct = np.sum(w * u_hat, axis=1)
     norm = lambda v: np.linalg.norm(v, axis=1)
-    rounding = 1e-6 * (1.0 + norm(w) * (norm(u) + norm(u_hat)))
-    assert np.all(direct >= -1.0 - rounding)
+    size = norm(w) * (norm(u) + norm(u_hat))
+    assert np.all(direct >= -1.0 - rounding_tolerance(steps, jnp.float32, 1.0, size))
 
 
 @pytest.mark.parametrize(
@@ -374,9 +486,18 @@ def test_stable_log_dets_for_large_inputs():
         (sigmoid(), lambda v: -np.abs(v) - 2.0 * np.log1p(np.exp(-np.abs(v)))),
         (tanh(), lambda v: np.log(4.0) - 2.0 * np.abs(v) - 2.0 * np.log1p(np.exp(-2 * np.abs(v)))),
     ]:
-        _, log_det = bijector.forward((), jnp.asarray(x, jnp.float32))
+        x32 = jnp.asarray(x, jnp.float32)
+        _, log_det = bijector.forward((), x32)
         assert np.isfinite(float(log_det[0]))
-        np.testing.assert_allclose(log_det, np.sum(log_derivative(x)), rtol=1e-6)
+        # Rounding allowance on the summed size of the per-coordinate terms (up to 160 each).
+        assert_within_rounding(
+            "log-det",
+            log_det,
+            np.sum(log_derivative(x), axis=1),
+            rounding_steps(bijector.forward, (), x32),
+            jnp.float32,
+            magnitude=np.sum(np.abs(log_derivative(x)), axis=1),
+        )
 
 
 def test_bad_configurations_and_shapes_raise_clear_errors():
@@ -410,3 +531,21 @@ def test_bad_configurations_and_shapes_raise_clear_errors():
     params = jax.eval_shape(affine.init, key, x)
     with pytest.raises(ValueError, match="event shape"):
         jax.eval_shape(affine.forward, params, _x(shape=(BATCH, 4)))
+
+
+@pytest.mark.parametrize("num_layers", [True, 2.0, "3"])
+def test_repeat_refuses_a_non_integer_depth(num_layers):
+    with pytest.raises(TypeError, match="integer num_layers"):
+        repeat(reverse_permutation(), num_layers)
+
+
+def test_repeat_takes_integer_data_as_floats():
+    """uint8 images into a scanned flow: the carry starts in the params' float dtype."""
+    flow_layer = repeat(chain(affine_coupling(DIM, HIDDEN), reverse_permutation()), 2)
+    pixels = jnp.asarray(np.random.default_rng(9).integers(0, 256, (BATCH, DIM)), jnp.uint8)
+    params = _perturbed_params(flow_layer, pixels.astype(jnp.float32))
+    y, log_det = jax.jit(flow_layer.forward)(params, pixels)
+    expected_y, expected_log_det = jax.jit(flow_layer.forward)(params, pixels.astype(jnp.float32))
+    assert y.dtype == jnp.float32
+    np.testing.assert_array_equal(y, expected_y)  # the same program after the cast
+    np.testing.assert_array_equal(log_det, expected_log_det)

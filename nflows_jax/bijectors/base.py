@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -104,6 +105,21 @@ def chain(*bijectors: Bijector) -> Bijector:
     return Bijector(init, forward, inverse)
 
 
+def _carry_dtype(x: Array, params: Params) -> jnp.dtype:
+    """The dtype a scan over layers must carry: ``x``'s promoted with the float params'.
+
+    A scan carry keeps one dtype, so integer data (uint8 images) and float32 data under float64
+    params enter the loop already promoted, as the layers' arithmetic would promote them.
+    """
+    float_dtypes = [
+        leaf.dtype
+        for leaf in jax.tree_util.tree_leaves(params)
+        if jnp.issubdtype(leaf.dtype, jnp.floating)
+    ]
+    dtype = jnp.result_type(x.dtype, *float_dtypes)
+    return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+
+
 def repeat(layer: Bijector, num_layers: int) -> Bijector:
     """``num_layers`` copies of ``layer`` with independent parameters, compiled once.
 
@@ -113,8 +129,11 @@ def repeat(layer: Bijector, num_layers: int) -> Bijector:
     is, which keeps compile time flat in depth. Parameterless constants such as permutations belong
     inside ``layer`` (e.g. ``repeat(chain(coupling, reverse_permutation()), n)``).
     """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int | np.integer):
+        raise TypeError(f"repeat needs an integer num_layers, got {num_layers!r}")
     if num_layers < 1:
-        raise ValueError(f"repeat needs num_layers >= 1, got {num_layers}")
+        raise ValueError(f"repeat needs num_layers >= 1, got {int(num_layers)}")
+    num_layers = int(num_layers)
 
     def init(key, x, context=None):
         keys = jax.random.split(key, num_layers)
@@ -126,6 +145,7 @@ def repeat(layer: Bijector, num_layers: int) -> Bijector:
             x, log_det = transform(layer_params, x, context)
             return (x, total + log_det), None
 
+        x = x.astype(_carry_dtype(x, params))
         init_carry = (x, jnp.zeros(x.shape[:1], x.dtype))
         (x, total), _ = jax.lax.scan(body, init_carry, params, length=num_layers, reverse=reverse)
         return x, total
