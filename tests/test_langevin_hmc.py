@@ -108,12 +108,18 @@ def test_leapfrog_is_reversible():
     x1, p1, logdensity1, g1 = leapfrog(value_and_grad, x0, p0, g0, 0.05, 40, inverse_mass)
     # The returned log-density and gradient are those of the returned position.
     ref_logdensity, ref_grad = value_and_grad(x1)
-    np.testing.assert_allclose(logdensity1, ref_logdensity, rtol=1e-6)
-    np.testing.assert_allclose(g1, ref_grad, rtol=1e-6)
+    # The same function of the same x1, compiled in two programs: a few ulps (8 eps32).
+    np.testing.assert_allclose(logdensity1, ref_logdensity, rtol=8 * np.finfo(np.float32).eps)
+    np.testing.assert_allclose(g1, ref_grad, rtol=8 * np.finfo(np.float32).eps)
     assert float(jnp.max(jnp.abs(x1 - x0))) > 0.1  # it went somewhere
     x2, p2, _, _ = leapfrog(value_and_grad, x1, -p1, g1, 0.05, 40, inverse_mass)
-    np.testing.assert_allclose(x2, x0, atol=1e-5)
-    np.testing.assert_allclose(-p2, p0, atol=1e-5)
+    # Exact reversibility up to rounding: 80 leapfrog steps there and back, each adding a few ulps
+    # (≤ 4 eps32 of the largest coordinate or momentum seen) that the symplectic map carries
+    # without growth at this step size.
+    size = max(float(jnp.max(jnp.abs(v))) for v in (x0, p0, x1, p1))
+    reversal_atol = 80 * 4 * size * np.finfo(np.float32).eps
+    np.testing.assert_allclose(x2, x0, atol=reversal_atol)
+    np.testing.assert_allclose(-p2, p0, atol=reversal_atol)
 
 
 def test_leapfrog_matches_unfused_velocity_verlet():
@@ -359,21 +365,24 @@ def test_state_and_info_shapes(make):
 
 
 @pytest.mark.parametrize(
-    "build",
+    ("build", "match"),
     [
-        lambda f: hmc(f, step_size=0.0, num_leapfrog_steps=5),
-        lambda f: hmc(f, step_size=-0.1, num_leapfrog_steps=5),
-        lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=0),
-        lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=2.5),
-        lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.eye(3)),
-        lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.array([1.0, -1.0, 1.0])),
-        lambda f: mala(f, step_size=float("nan")),
-        lambda f: ula(f, step_size=0.0),
-        lambda f: mala(f, 0.1, inverse_mass_matrix=jnp.zeros(3)),
+        (lambda f: hmc(f, step_size=0.0, num_leapfrog_steps=5), "hmc: step_size must be positive"),
+        (lambda f: hmc(f, step_size=-0.1, num_leapfrog_steps=5), r"got -0\.1$"),
+        (lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=0), "num_leapfrog_steps"),
+        (lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=2.5), "num_leapfrog_steps"),
+        (lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.eye(3)), "dense mass matrices"),
+        (
+            lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.array([1.0, -1.0, 1.0])),
+            r"strictly positive, got minimum -1\.0",
+        ),
+        (lambda f: mala(f, step_size=float("nan")), "mala: step_size must be positive and finite"),
+        (lambda f: ula(f, step_size=0.0), "ula: step_size"),
+        (lambda f: mala(f, 0.1, inverse_mass_matrix=jnp.zeros(3)), "strictly positive"),
     ],
 )
-def test_bad_configuration_raises(build):
-    with pytest.raises(ValueError):
+def test_bad_configuration_raises(build, match):
+    with pytest.raises(ValueError, match=match):
         build(lambda x: -0.5 * jnp.sum(x**2))
 
 
