@@ -93,7 +93,7 @@ def fit_planar(logdensity, num_layers: int, args, key: jax.Array):
         beta_at,
         args.steps,
         key=fit_key,
-        progress=not args.no_progress,
+        progress=False if args.no_progress else None,
         description=f"planar K={num_layers}",
     )
     return flow, result.params
