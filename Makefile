@@ -31,7 +31,7 @@ lock:
 
 demo: $(STAMP)
 	$(PY) experiments/toy2d.py --quick --out runs/demo
-	@echo "Figures and metrics written under runs/demo/"
+	@echo "Open runs/demo/demo.png (data, learnt density and samples per dataset); metrics in runs/demo/metrics.json"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
