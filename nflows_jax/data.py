@@ -31,6 +31,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nflows_jax.formatting import show
+
 Array = jax.Array
 PRNGKey = jax.Array
 ToySampler = Callable[[PRNGKey, int], Array]
@@ -42,16 +44,9 @@ ToySampler = Callable[[PRNGKey, int], Array]
 # ---------------------------------------------------------------------------------------------
 
 
-def _show(value: Any) -> str:
-    """``repr`` with NumPy/JAX scalars as plain Python numbers (``3``, not ``np.int64(3)``)."""
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        value = value.item()
-    return repr(value)
-
-
 def _check_n(n: int) -> None:
     if not isinstance(n, int | np.integer) or n < 1:
-        raise ValueError(f"n must be a positive int (a static sample count); got {_show(n)}")
+        raise ValueError(f"n must be a positive int (a static sample count); got {show(n)}")
 
 
 def two_moons(key: PRNGKey, n: int, noise: float = 0.1) -> Array:
@@ -503,10 +498,10 @@ class EpochBatches:
         (num_examples,) = sizes
         if not isinstance(batch_size, int | np.integer) or not 1 <= batch_size <= num_examples:
             raise ValueError(
-                f"batch_size must be an int in [1, N={num_examples}]; got {_show(batch_size)}"
+                f"batch_size must be an int in [1, N={num_examples}]; got {show(batch_size)}"
             )
         if not isinstance(seed, int | np.integer) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int; got {_show(seed)}")
+            raise ValueError(f"seed must be a non-negative int; got {show(seed)}")
         self.data = data
         self.batch_size = int(batch_size)
         self.seed = int(seed)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nflows_jax.bijectors.base import Array, Bijector, Params, PRNGKey, check_batched
+from nflows_jax.formatting import show
 
 
 class Flow(NamedTuple):
@@ -61,7 +62,8 @@ def _sample_shape(num_samples: int | tuple[int, ...]) -> tuple[int, ...]:
         isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1 for n in shape
     ):
         raise ValueError(
-            f"num_samples must be a positive int or a tuple of positive ints, got {num_samples!r}"
+            "num_samples must be a positive int or a tuple of positive ints, got "
+            f"{show(num_samples)}"
         )
     return tuple(int(n) for n in shape)
 

@@ -46,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from nflows_jax.formatting import show
+
 Array = jax.Array
 PRNGKey = jax.Array
 Params = Any
@@ -167,13 +169,6 @@ def _train_step_for(loss_fn: LossFn, optimizer: optax.GradientTransformation) ->
     return _cached_train_step(loss_fn, optimizer)
 
 
-def _show(value: Any) -> str:
-    """``repr`` with NumPy/JAX scalars as plain Python numbers (``3``, not ``np.int64(3)``)."""
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        value = value.item()
-    return repr(value)
-
-
 def _home_sharding(params: Params) -> jax.sharding.Sharding:
     """The one device a run lives on: that of the first params leaf, else JAX's default device."""
     leaves = jax.tree.leaves(params)
@@ -238,7 +233,7 @@ def _sync_point(reason: str) -> Iterator[None]:
 
 def _check_positive(name: str, value: int | None) -> None:
     if value is not None and (not isinstance(value, int) or value < 1):
-        raise ValueError(f"{name} must be a positive int or None; got {_show(value)}")
+        raise ValueError(f"{name} must be a positive int or None; got {show(value)}")
 
 
 def _new_history(num_steps: int) -> dict[str, Any]:
@@ -577,7 +572,7 @@ def fit(
         checkpoint, or one past ``num_steps``.
     """
     if not isinstance(num_steps, int) or num_steps < 0:
-        raise ValueError(f"num_steps must be a non-negative int; got {_show(num_steps)}")
+        raise ValueError(f"num_steps must be a non-negative int; got {show(num_steps)}")
     if log_every is None:
         raise ValueError("log_every must be a positive int; got None")
     _check_positive("log_every", log_every)

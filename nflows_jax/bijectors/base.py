@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nflows_jax.formatting import show
+
 Array = jax.Array
 PRNGKey = jax.Array
 Params = Any
@@ -130,7 +132,7 @@ def repeat(layer: Bijector, num_layers: int) -> Bijector:
     inside ``layer`` (e.g. ``repeat(chain(coupling, reverse_permutation()), n)``).
     """
     if isinstance(num_layers, bool) or not isinstance(num_layers, int | np.integer):
-        raise TypeError(f"repeat needs an integer num_layers, got {num_layers!r}")
+        raise TypeError(f"repeat needs an integer num_layers, got {show(num_layers)}")
     if num_layers < 1:
         raise ValueError(f"repeat needs num_layers >= 1, got {int(num_layers)}")
     num_layers = int(num_layers)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from nflows_jax.bijectors.base import Array, Bijector, PRNGKey, check_batched
+from nflows_jax.formatting import show
 
 # softplus(_LOG_E_MINUS_1) = 1, so wᵀu = _LOG_E_MINUS_1 gives m(wᵀu) = 0 and û ⊥ w.
 _LOG_E_MINUS_1 = math.log(math.e - 1.0)
@@ -41,7 +42,7 @@ def _check_vector_input(x: Array, event_size: int, name: str, layer: str) -> Non
 
 def _check_event_size(event_size: int, layer: str) -> None:
     if not isinstance(event_size, int) or event_size < 1:
-        raise ValueError(f"{layer} needs an integer event_size >= 1, got {event_size!r}")
+        raise ValueError(f"{layer} needs an integer event_size >= 1, got {show(event_size)}")
 
 
 class PlanarParams(NamedTuple):

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
+from nflows_jax.formatting import show
+
 Array = jax.Array
 LogDensity = Callable[[Array], Array]
 
@@ -156,7 +158,7 @@ def funnel_logdensity(dim: int = 10, v_scale: float = 3.0) -> LogDensity:
     all covariances 0. Returns ``logdensity((..., dim)) -> (...)``.
     """
     if not isinstance(dim, int) or dim < 2:
-        raise ValueError(f"the funnel needs dim >= 2 (v plus at least one x); got {dim!r}")
+        raise ValueError(f"the funnel needs dim >= 2 (v plus at least one x); got {show(dim)}")
     log_v_scale = math.log(v_scale)
 
     def logdensity(z: Array) -> Array:
@@ -234,7 +236,7 @@ def ill_conditioned_gaussian(
     the scales. Returns ``GaussianTarget(logdensity, mean (dim,), cov (dim, dim))``.
     """
     if not isinstance(dim, int) or dim < 1:
-        raise ValueError(f"dim must be a positive int; got {dim!r}")
+        raise ValueError(f"dim must be a positive int; got {show(dim)}")
     if not condition_number >= 1.0:
         raise ValueError(f"condition_number must be >= 1; got {condition_number}")
     eigvals = np.logspace(-math.log10(condition_number), 0.0, dim)
