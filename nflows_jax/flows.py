@@ -29,11 +29,16 @@ class Flow(NamedTuple):
     bijector: Bijector
 
 
-def standard_normal(event_shape: tuple[int, ...] | int) -> distrax.Distribution:
-    """An isotropic standard normal base with the given event shape (an int means (D,))."""
+def standard_normal(event_shape: tuple[int, ...] | int, dtype=None) -> distrax.Distribution:
+    """An isotropic standard normal base with the given event shape (an int means (D,)).
+
+    ``dtype`` defaults to JAX's default float when the base is made (float64 under x64), and
+    is the dtype of the noise ``sample`` draws.
+    """
     if isinstance(event_shape, int):
         event_shape = (event_shape,)
-    normal = distrax.Normal(jnp.zeros(event_shape), jnp.ones(event_shape))
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    normal = distrax.Normal(jnp.zeros(event_shape, dtype), jnp.ones(event_shape, dtype))
     return distrax.Independent(normal, reinterpreted_batch_ndims=len(event_shape))
 
 

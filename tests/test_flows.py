@@ -217,3 +217,16 @@ def test_shape_errors_are_clear():
         flows.sample(conditional, conditional_params, key, 4, _context(5))
     with pytest.raises(ValueError, match="context_size=0"):
         log_prob(flow, params, x, _context(4))
+
+
+def test_float64_data_under_x64_stay_float64_throughout():
+    """Params, densities and samples follow float64 data; nothing drops to float32 silently."""
+    with jax.enable_x64(True):
+        flow = flows.Flow(flows.standard_normal(2), _bijector("realnvp"))
+        x = jnp.asarray(np.random.default_rng(8).standard_normal((16, 2)))
+        params = flows.init(flow, jax.random.PRNGKey(0), x)
+        dtypes = {leaf.dtype for leaf in jax.tree_util.tree_leaves(params)}
+        log_p = flows.log_prob(flow, params, x)
+        samples, sample_log_p = flows.sample_and_log_prob(flow, params, jax.random.PRNGKey(1), 4)
+    assert dtypes == {jnp.dtype(jnp.float64)}
+    assert log_p.dtype == samples.dtype == sample_log_p.dtype == jnp.float64
