@@ -235,7 +235,8 @@ def test_chains_reach_the_target_and_keep_accepts_a_function():
     """After burn-in the C chains' states are C independent draws from the target.
 
     Mean: standard error scale/sqrt(C); second moment E[x^2] = m^2 + s^2 with variance
-    Var[x^2] = 4 m^2 s^2 + 2 s^4 for a normal. Both within 5 standard errors.
+    Var[x^2] = 4 m^2 s^2 + 2 s^4 for a normal. Both within 5 standard errors (false-fail rate
+    5.7e-7 per coordinate and moment, normal approximation).
     """
     num_chains = 2000
     result = sample_chains(

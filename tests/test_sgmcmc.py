@@ -41,6 +41,7 @@ from nflows_jax.sampling.sgmcmc import (
     subsample_without_replacement,
 )
 
+# 5 Monte-Carlo standard errors: a two-sided normal tail of 5.7e-7 per check.
 NUM_SE = 5.0
 
 # The conjugate model's data and posterior.
