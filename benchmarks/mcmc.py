@@ -7,6 +7,9 @@ Rows (chain-steps/s = chains x steps / wall seconds):
   gauss_hmc   HMC with 10 leapfrog steps, 1,000 chains x 1,000 steps, same Gaussian
   ising       checkerboard Gibbs, 1,000 chains x 20 sweeps of a 64x64 Ising model, beta = 0.4
               (no peer has an Ising Gibbs sampler; the floor is the comparison)
+  diagnostics seconds per call of bulk ESS and rank R-hat on 10,000 chains x 1,000 draws x 2
+              parameters, beside our "mean"/"classic"/"tfp" variants and TFP's own functions
+              (ArviZ too when it is installed); a table of its own (time_diagnostics)
 
 Every library runs the same algorithm on the same log-density (the nflows_jax target, vmapped for
 TFP's batched API; the Gaussian is ``energies.ill_conditioned_gaussian``, axis-aligned, O(D)), from
@@ -71,6 +74,7 @@ import jax.numpy as jnp
 import numpy as np
 from tensorflow_probability.substrates import jax as tfp
 
+from nflows_jax.sampling import diagnostics
 from nflows_jax.sampling.base import Kernel
 from nflows_jax.sampling.gibbs import ising_gibbs
 from nflows_jax.sampling.hmc import hmc
@@ -435,6 +439,85 @@ def runners_for(case: Case) -> dict[str, Runner]:
 
 
 # ------------------------------------------------------------------------------------------------
+# Diagnostics timing (its own table: seconds per call, not chain-steps per second)
+
+DIAGNOSTICS_ROW = "diagnostics"
+
+
+def time_diagnostics(quick: bool, repeats: int, key: Array) -> list[dict[str, Any]]:
+    """Seconds per call of ESS / R-hat on iid normal draws (C, T, 2), round-robin, best of
+    ``repeats``. Ours are the public functions as users call them (eager; chain-major); TFP's get
+    time-major draws made beforehand, so no transpose is timed for them. ArviZ, when installed,
+    gets NumPy arrays (its own backend)."""
+    num_chains, num_draws = (64, 100) if quick else (10_000, 1_000)
+    draws = jax.random.normal(key, (num_chains, num_draws, 2))
+    time_major = jax.block_until_ready(jnp.swapaxes(draws, 0, 1))
+    ess, rhat = diagnostics.effective_sample_size, diagnostics.split_rhat
+    tfp_ess = jax.jit(
+        lambda x: tfp.mcmc.effective_sample_size(
+            x, filter_beyond_positive_pairs=True, cross_chain_dims=1
+        )
+    )
+    tfp_rhat = jax.jit(lambda x: tfp.mcmc.potential_scale_reduction(x, split_chains=True))
+    calls: dict[str, Callable[[], Any]] = {
+        "nflows_jax ESS bulk": lambda: ess(draws),
+        "nflows_jax ESS mean": lambda: ess(draws, variant="mean"),
+        "nflows_jax ESS tfp": lambda: ess(draws, variant="tfp"),
+        "tfp effective_sample_size": lambda: tfp_ess(time_major),
+        "nflows_jax R-hat rank": lambda: rhat(draws),
+        "nflows_jax R-hat classic": lambda: rhat(draws, variant="classic"),
+        "nflows_jax R-hat tfp": lambda: rhat(draws, variant="tfp"),
+        "tfp potential_scale_reduction": lambda: tfp_rhat(time_major),
+    }
+    try:
+        import arviz
+
+        dataset = arviz.convert_to_dataset(np.asarray(draws))
+        calls["arviz ess bulk"] = lambda: arviz.ess(dataset, method="bulk")
+        calls["arviz rhat rank"] = lambda: arviz.rhat(dataset, method="rank")
+    except ImportError:
+        pass
+    first, wall, cpu = {}, {name: [] for name in calls}, {name: [] for name in calls}
+    for name, call in calls.items():
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start, cpu_start = time.perf_counter(), time.process_time()
+            jax.block_until_ready(call())
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - cpu_start)
+    rows = []
+    for name in calls:
+        rows.append(
+            {
+                "call": name,
+                "shape": [num_chains, num_draws, 2],
+                "seconds": min(wall[name]),
+                "cpu_seconds": min(cpu[name]),
+                "first_call_seconds": first[name],
+                "all_seconds": wall[name],
+                "all_cpu_seconds": cpu[name],
+            }
+        )
+        print(
+            f"  diagnostics {name:32s} best {min(wall[name]):.3f} s, CPU {min(cpu[name]):.3f} s"
+            f" (first call {first[name]:.1f} s)",
+            flush=True,
+        )
+    return rows
+
+
+def diagnostics_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| call | draws (C×T×E) | wall (s) | CPU (s) |", "|---|---|---:|---:|"]
+    for r in rows:
+        shape = "×".join(f"{d:,}" for d in r["shape"])
+        lines.append(f"| {r['call']} | {shape} | {r['seconds']:.3f} | {r['cpu_seconds']:.3f} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------
 # Measurement and report
 
 
@@ -531,7 +614,9 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS))
+    parser.add_argument(
+        "--rows", nargs="+", choices=(*ROWS, DIAGNOSTICS_ROW), default=[*ROWS, DIAGNOSTICS_ROW]
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed calls; the best is kept")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="benchmarks/results/mcmc.json")
@@ -548,6 +633,8 @@ def main() -> None:
     start = time.perf_counter()
     results = []
     for index, name in enumerate(args.rows):
+        if name == DIAGNOSTICS_ROW:
+            continue
         case_key, run_key = jax.random.split(
             jax.random.fold_in(jax.random.PRNGKey(args.seed), index)
         )
@@ -581,9 +668,17 @@ def main() -> None:
         "repeats": args.repeats,
         "total_seconds": time.perf_counter() - start,
     }
+    report = {"meta": meta, "rows": results, "table": table}
+    if DIAGNOSTICS_ROW in args.rows:
+        diagnostics_key = jax.random.fold_in(jax.random.PRNGKey(args.seed), len(ROWS))
+        report["diagnostics"] = time_diagnostics(args.quick, args.repeats, diagnostics_key)
+        report["diagnostics_table"] = diagnostics_table(report["diagnostics"])
+        print()
+        print(report["diagnostics_table"])
+        meta["total_seconds"] = time.perf_counter() - start
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": results, "table": table}, indent=2))
+    out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out} ({meta['total_seconds']:.0f} s)")
 
 
