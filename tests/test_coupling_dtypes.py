@@ -14,6 +14,7 @@ from nflows_jax.nets.mlp import MLP, fan_in_uniform_bias
 
 DIM, BATCH, CONTEXT, HIDDEN = 3, 4, 2, (8,)
 COUPLINGS = {"additive": additive_coupling, "affine": affine_coupling}
+pytestmark = pytest.mark.usefixtures("fast_compiles")
 
 
 def _perturb(params, key):
@@ -32,10 +33,16 @@ def _run(make, dtype, mask, context_size):
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(BATCH, DIM)), dtype)
     context = jnp.asarray(rng.normal(size=(BATCH, CONTEXT)), dtype) if context_size else None
-    params = _perturb(bijector.init(jax.random.PRNGKey(0), x, context), jax.random.PRNGKey(1))
-    y, forward_log_det = bijector.forward(params, x, context)
-    x_back, inverse_log_det = bijector.inverse(params, y, context)
-    return params, (y, forward_log_det, x_back, inverse_log_det), x
+
+    @jax.jit  # one compile per case instead of one per eager op
+    def init_and_round_trip(x, context):
+        params = bijector.init(jax.random.PRNGKey(0), x, context)
+        params = _perturb(params, jax.random.PRNGKey(1))
+        y, forward_log_det = bijector.forward(params, x, context)
+        x_back, inverse_log_det = bijector.inverse(params, y, context)
+        return params, (y, forward_log_det, x_back, inverse_log_det)
+
+    return *init_and_round_trip(x, context), x
 
 
 @pytest.mark.parametrize("kind", sorted(COUPLINGS))
@@ -71,7 +78,8 @@ def test_float32_input_stays_float32(kind, x64):
 
 def test_mlp_hidden_biases_are_random_within_their_bound_and_output_is_zero():
     fan_in, width = 4, 256
-    params = MLP((width,), 3).init(jax.random.PRNGKey(0), jnp.zeros((1, fan_in)))["params"]
+    params = jax.jit(MLP((width,), 3).init)(jax.random.PRNGKey(0), jnp.zeros((1, fan_in)))
+    params = params["params"]
     bias = np.asarray(params["Dense_0"]["bias"])
     bound = 1.0 / np.sqrt(fan_in)
     assert np.all(np.abs(bias) <= bound)
@@ -80,7 +88,7 @@ def test_mlp_hidden_biases_are_random_within_their_bound_and_output_is_zero():
     assert np.max(np.abs(bias)) > bound / 2
     np.testing.assert_array_equal(params["Dense_1"]["kernel"], 0.0)
     np.testing.assert_array_equal(params["Dense_1"]["bias"], 0.0)
-    zero_bias = MLP((width,), 3, random_hidden_bias=False).init(
+    zero_bias = jax.jit(MLP((width,), 3, random_hidden_bias=False).init)(
         jax.random.PRNGKey(0), jnp.zeros((1, fan_in))
     )["params"]
     np.testing.assert_array_equal(zero_bias["Dense_0"]["bias"], 0.0)
