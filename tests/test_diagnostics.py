@@ -293,8 +293,8 @@ def test_ess_of_ar1_chains_matches_theory(rho):
 
     Power: the named wrong answers are far outside. Dropping the factor 2 in tau = 1 + 2 sum rho
     gives ESS x1.5 (rho 0.5) and x1.9 (rho 0.9); ignoring autocorrelation x3 and x19; counting
-    one chain's draws x0.25 (every rho). The band's half-width is at most 0.04 + 5.6 x 0.034 =
-    0.23 (rho 0.9, the per-column spread 0.19 measured above), so each is rejected with
+    one chain's draws x0.25 (every rho). The band's half-width is about 0.04 + 5.2 x 0.034 =
+    0.22 (rho 0.9, the per-column spread 0.19 measured above), so each is rejected with
     probability ~1."""
     draws = ar1(1, rho)
     theory = NUM_CHAINS * NUM_DRAWS * (1 - rho) / (1 + rho)
@@ -349,9 +349,9 @@ def minimum_split_draws(delta: float, power: float, m: int) -> int:
 def test_one_shifted_chain_pushes_rhat_above_the_f_bound():
     """Named wrong answer: one of the 4 chains centred 0.5 sd away from the others. Its two halves
     make the ANOVA noncentral, lambda = 2 N delta^2 (M-2)/M = 187.5, and each R-hat exceeds the
-    upper bound of the iid test with probability 1 - 4e-14 (classic/tfp exactly; rank to the
+    upper bound of the iid test with probability 1 - 6e-14 (classic/tfp exactly; rank to the
     large-sample approximation of rhat_bounds), all 96 with probability >= 0.99 once N >= the
-    minimum_split_draws (about 240 draws per split chain); N = 500 here."""
+    minimum_split_draws (264 draws per split chain); N = 500 here."""
     m, n = 2 * NUM_CHAINS, NUM_DRAWS // 2
     assert n >= minimum_split_draws(0.5, 0.99, m)
     draws = ar1(3, 0.0).at[0].add(0.5)

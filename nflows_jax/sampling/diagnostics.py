@@ -150,7 +150,8 @@ def stuck_chains(samples: Array) -> Array:
     :func:`split_rhat` is ``inf`` and :func:`effective_sample_size` is ``0`` for a parameter
     with a stuck chain (NaN when every chain sits at one common value: a constant parameter).
     Use it under ``jit``/``vmap``, where the eager :class:`StuckChainWarning` is not raised, or
-    to drop the stuck chains: ``samples[~stuck_chains(samples).any(axis=1)]``.
+    to drop the chains stuck anywhere: with ``stuck = stuck_chains(samples)``,
+    ``samples[~stuck.reshape(stuck.shape[0], -1).any(axis=1)]``.
     """
     x, event_shape = _as_draws(samples, "stuck_chains", min_draws=2)
     return _status(x).stuck.reshape(x.shape[:1] + event_shape)
