@@ -402,6 +402,11 @@ def test_state_and_info_shapes(make):
         (lambda f: hmc(f, step_size=-0.1, num_leapfrog_steps=5), r"got -0\.1$"),
         (lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=0), "num_leapfrog_steps"),
         (lambda f: hmc(f, step_size=0.1, num_leapfrog_steps=2.5), "num_leapfrog_steps"),
+        # Plain numbers in messages, not numpy reprs such as "np.float64(2.5)".
+        (
+            lambda f: hmc(f, 0.1, np.float64(2.5)),
+            r"num_leapfrog_steps must be an int >= 1, got 2\.5$",
+        ),
         (lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.eye(3)), "dense mass matrices"),
         (
             lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.array([1.0, -1.0, 1.0])),

@@ -90,7 +90,7 @@ def minibatch_grad_estimator(
         raise ValueError(f"all data leaves need the same leading axis N, got sizes {sizes}")
     (num_data,) = sizes
     if not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= num_data:
-        raise ValueError(f"batch_size must be an int in [1, N={num_data}], got {batch_size!r}")
+        raise ValueError(f"batch_size must be an int in [1, N={num_data}], got {plain(batch_size)}")
     scale = num_data / batch_size
 
     def one_loglikelihood(position: Position, point: Any) -> Array:
