@@ -16,6 +16,7 @@ import pytest
 
 from nflows_jax.sampling import markov
 from nflows_jax.sampling.base import Kernel, normal_and_uniform
+from nflows_jax.sampling.gibbs import conditional_logits_from_logdensity, discrete_gibbs
 from nflows_jax.sampling.mh import MHState, independence_mh, mh, rwmh
 from nflows_jax.sampling.tempering import parallel_tempering
 from nflows_jax.testing import assert_moments_match
@@ -443,6 +444,10 @@ def vector_logdensity(x):
             "parallel_tempering",
             lambda f: parallel_tempering(lambda g: rwmh(g, 0.5), f, [1.0, 0.5]),
         ),
+        (
+            "conditional_logits_from_logdensity",
+            lambda f: discrete_gibbs(conditional_logits_from_logdensity(f, 3), 2),
+        ),
     ],
 )
 def test_non_scalar_logdensity_raises_at_trace_time(who, build):
@@ -450,6 +455,12 @@ def test_non_scalar_logdensity_raises_at_trace_time(who, build):
     samples the wrong law silently; every kernel now raises while tracing, naming itself."""
     kernel = build(vector_logdensity)
     start = jnp.zeros((2, 2)) if who == "parallel_tempering" else jnp.zeros(2)
+    if who == "conditional_logits_from_logdensity":  # Gibbs: integer states, only step evaluates
+        start = jnp.zeros(2, jnp.int32)
+        good_state = kernel.init(start)
+        with pytest.raises(ValueError, match=rf"^{who}: the log-density must return a scalar"):
+            jax.eval_shape(kernel.step, jax.random.key(0), good_state)
+        return
     match = rf"^{who}: the log-density must return a scalar.*shape \(2,\).*forget \.sum\(\)"
     with pytest.raises(ValueError, match=match):
         jax.eval_shape(kernel.init, start)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nflows_jax.sampling.base import Array, Kernel, PRNGKey, uniform
+from nflows_jax.sampling.checks import scalar_logdensity
 from nflows_jax.targets.lattice import RBM, ising_neighbour_sum
 
 __all__ = [
@@ -236,9 +237,12 @@ def conditional_logits_from_logdensity(
     the conditional by hand when a cheaper local form exists.
     """
 
+    # A (D,) log-density would give (K, D) logits and a softmax over the wrong axis.
+    checked = scalar_logdensity(logdensity_fn, "conditional_logits_from_logdensity")
+
     def conditional_logits(position: Array, site: Array) -> Array:
         values = jnp.arange(num_values, dtype=position.dtype)
-        return jax.vmap(lambda value: logdensity_fn(position.at[site].set(value)))(values)
+        return jax.vmap(lambda value: checked(position.at[site].set(value)))(values)
 
     return conditional_logits
 
