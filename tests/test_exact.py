@@ -318,3 +318,39 @@ def test_box_muller_clamps_zero_uniform():
     # The gradient wrt u1 at the clamp is finite too (no NaN from a masked branch).
     grad = jax.grad(lambda u: exact.box_muller_transform(u, jnp.array(0.1))[0])(jnp.array(0.0))
     assert bool(jnp.isfinite(grad))
+
+
+# ------------------------------------------------------------------------------ the power helpers
+
+
+def test_power_calculations_are_consistent():
+    """The helpers behind every sample size above agree with known values and limits."""
+    # DKW is conservative: its critical value lies above the asymptotic Kolmogorov quantile.
+    assert power.dkw_critical_value(ALPHA) >= scipy.stats.kstwobign.isf(ALPHA)
+    np.testing.assert_allclose(power.dkw_critical_value(ALPHA), np.sqrt(np.log(2e4) / 2))  # f64
+    # Small δ: D* of a scale error of N(0, 1) is δ/(1 + δ) · max_x x φ(x) = φ(1) δ/(1 + δ) to first
+    # order; the second-order term is O(δ²), i.e. ~2 % of D* at δ = 0.02.
+    distance = power.scale_error_distance(scipy.special.ndtr, SCALE_ERROR, NORMAL_GRID)
+    first_order = scipy.stats.norm.pdf(1.0) * SCALE_ERROR / (1 + SCALE_ERROR)
+    np.testing.assert_allclose(distance, first_order, rtol=2 * SCALE_ERROR)
+    # With no shift the χ² test rejects at exactly its level (a float64 isf/sf round trip through
+    # scipy's series, good to ~1e-12 relative; 1e-9 is far below any meaningful change); the
+    # sample size is the first n with power 1 - β.
+    probs = PROBS[SUPPORT].astype(np.float64)
+    np.testing.assert_allclose(power.chi_square_power(1000, probs, probs, ALPHA), ALPHA, rtol=1e-9)
+    wrong = WRONG_PROBS[SUPPORT]
+    assert power.chi_square_power(NUM_CATEGORICAL, probs, wrong, ALPHA) >= 1 - BETA
+    assert power.chi_square_power(NUM_CATEGORICAL - 1, probs, wrong, ALPHA) < 1 - BETA
+    # The scaled-χ² test: level α at ratio 1 (same round trip), and the returned R is the first
+    # with power 1 - β against both ratios.
+    np.testing.assert_allclose(power.scaled_chi2_power(601, 1.0, ALPHA), ALPHA, rtol=1e-9)
+    ratios = [1.44, 1 / 1.44]
+    dof = power.scaled_chi2_dof(ratios, ALPHA, BETA)
+    assert min(power.scaled_chi2_power(dof, r, ALPHA) for r in ratios) >= 1 - BETA
+    assert min(power.scaled_chi2_power(dof - 1, r, ALPHA) for r in ratios) < 1 - BETA
+    # z_{0.025} to the 16 digits of the textbook value, in float64.
+    np.testing.assert_allclose(power.num_standard_errors(0.05), 1.959963984540054, rtol=1e-14)
+    with pytest.raises(ValueError, match="alpha"):
+        power.dkw_critical_value(0.0)
+    with pytest.raises(ValueError, match="distance"):
+        power.ks_sample_size(0.0, ALPHA, BETA)

@@ -139,8 +139,10 @@ def test_ising_logdensity_counts_each_bond_once():
     )
     # An exact integer divided by 9: one rounding.
     np.testing.assert_allclose(magnetisation_per_site(configs), total_spin / 9, rtol=EPS32)
-    # All spins up on an H×W torus: 2HW bonds, each +1.
-    np.testing.assert_allclose(ising_energy_per_site(jnp.ones((4, 6)), 1.0, 0.25), -2.25)
+    # All spins up on an H×W torus: 2HW bonds, each +1; -(48 + 0.25 · 24) / 24 is exact in binary.
+    np.testing.assert_allclose(
+        ising_energy_per_site(jnp.ones((4, 6)), 1.0, 0.25), -2.25, rtol=EPS32
+    )
 
 
 def test_ising_rejects_degenerate_lattices():
@@ -446,8 +448,8 @@ def test_rbm_visible_logdensity_sums_out_hidden_units():
     )
     init = rbm_init(jax.random.key(0), 5, 2, scale=0.1)
     assert init.weights.shape == (5, 2) and init.visible_bias.shape == (5,)
-    # 10 s² / σ² ≤ χ²_9-ish for N(0, 0.1²) entries: s > 0.3 = 3σ has probability
-    # P(χ²_10 > 90) < 1e-14, while an init that ignored `scale` (σ = 1) fails.
+    # For 10 N(0, 0.1²) entries 10 s² / σ² ~ χ²_9 (jnp.std divides by n), so s > 0.3 = 3σ has
+    # probability P(χ²_9 > 90) < 1e-14, while an init that ignored `scale` (σ = 1) fails.
     assert init.hidden_bias.shape == (2,) and float(jnp.std(init.weights)) < 0.3
 
 
