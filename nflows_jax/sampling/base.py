@@ -7,6 +7,11 @@ chains and scans it over steps::
     state = kernel.init(position)            # position: (D,) (or any pytree), unbatched
     state, info = kernel.step(key, state)    # info.acceptance_prob, info.accepted
 
+Every kernel checks at trace time that its log-density returns a scalar
+(``checks.scalar_logdensity``: a (D,) result would otherwise make a Metropolis test per coordinate
+and sample the wrong law) and ravels pytree positions the same way (``checks.ravel_position``, a
+no-op for (D,) arrays), keeping ``state.position`` in the user's structure.
+
 States and infos are NamedTuples of arrays. ``transition`` is optional: kernels on small discrete
 spaces provide it so that ``markov.transition_matrix(kernel, states)`` can build the exact
 transition matrix and tests can prove the kernel leaves its target invariant.
