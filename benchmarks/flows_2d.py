@@ -4,8 +4,9 @@ All three flows have the same architecture: K affine coupling layers on 2-D data
 MLP conditioner of two hidden layers of 64 units, a reversal between layers, trained with Adam on
 batches of 512. nflows_jax chains the layers with one ``lax.scan`` (``repeat``); distrax chains
 K ``MaskedCoupling`` layers in Python (``distrax.Chain``) with the same flax MLP, but with flax's
-default init (zero hidden biases: distrax leaves the conditioner to its user, and that is what a
-user gets) where ours draws random hidden biases; flowjax builds its ``coupling_flow`` (equinox,
+default init (LeCun-normal kernels, zero biases: distrax leaves the conditioner to its user, and
+that is what a user gets) where ours draws hidden kernels and biases from U(±1/sqrt(fan_in));
+flowjax builds its ``coupling_flow`` (equinox,
 scanned layers).
 
 Measured in one process, one library after the other, on the same batches:
@@ -90,9 +91,9 @@ def nflows_setup(num_layers: int, key: jax.Array) -> Setup:
 
 
 def distrax_setup(num_layers: int, key: jax.Array) -> Setup:
-    # distrax leaves the conditioner to the user; this one is flax's defaults (zero hidden
-    # biases, as in distrax's own haiku examples) with a zero output layer.
-    conditioner = MLP(hidden=HIDDEN, out_features=4, random_hidden_bias=False)
+    # distrax leaves the conditioner to the user; this one has flax's default init (LeCun-normal
+    # kernels, zero biases, as in distrax's own haiku examples) and a zero output layer.
+    conditioner = MLP(hidden=HIDDEN, out_features=4, hidden_init="flax")
     masks = [jnp.arange(2) == (i % 2) for i in range(num_layers)]
     keys = jax.random.split(key, num_layers)
     params = [conditioner.init(k, jnp.zeros((1, 2))) for k in keys]

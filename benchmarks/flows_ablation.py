@@ -54,6 +54,8 @@ VARIANTS = {
     "uniform_hidden+density_affine": Variant(order="density_affine", hidden="uniform"),
     "bias_only": Variant(hidden="lecun_uniform_bias"),
     "kernel_only": Variant(hidden="uniform_zero_bias"),
+    "bias_only+density_affine": Variant(order="density_affine", hidden="lecun_uniform_bias"),
+    "bias_only+softplus": Variant(scale="softplus", hidden="lecun_uniform_bias"),
 }
 
 
@@ -135,7 +137,15 @@ def ablation_coupling(variant: Variant, hidden=(64, 64)) -> Bijector:
     return Bijector(init, scale_first_inv, scale_first_fwd)
 
 
-def run_variant(variant: Variant, dataset: str, seeds: int, steps: int, layers: int, batch: int):
+def run_variant(
+    variant: Variant,
+    dataset: str,
+    seeds: int,
+    steps: int,
+    layers: int,
+    batch: int,
+    seed_offset: int = 1000,
+):
     flow = flows.Flow(
         flows.standard_normal(2),
         repeat(chain(ablation_coupling(variant), reverse_permutation()), layers),
@@ -160,7 +170,7 @@ def run_variant(variant: Variant, dataset: str, seeds: int, steps: int, layers: 
         test_x = sample_toy(dataset, test_key, 20_000)
         return jnp.mean(flows.log_prob(flow, params, test_x))
 
-    keys = jax.vmap(lambda s: jax.random.PRNGKey(1000 + s))(jnp.arange(seeds))
+    keys = jax.vmap(lambda s: jax.random.PRNGKey(seed_offset + s))(jnp.arange(seeds))
     lls = jax.jit(jax.vmap(train_one))(keys)
     return jax.device_get(lls)
 
@@ -173,12 +183,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
+    parser.add_argument("--seed-offset", type=int, default=1000, help="seeds offset.. offset+n-1")
     args = parser.parse_args()
     for dataset in args.datasets:
         for name in args.variants:
             start = time.perf_counter()
             lls = run_variant(
-                VARIANTS[name], dataset, args.seeds, args.steps, args.layers, args.batch
+                VARIANTS[name],
+                dataset,
+                args.seeds,
+                args.steps,
+                args.layers,
+                args.batch,
+                args.seed_offset,
             )
             mean = float(lls.mean())
             se = float(lls.std(ddof=1) / math.sqrt(len(lls)))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nflows_jax.bijectors.coupling import additive_coupling, affine_coupling
-from nflows_jax.nets.mlp import MLP, fan_in_uniform_bias
+from nflows_jax.nets.mlp import MLP, fan_in_uniform
 
 DIM, BATCH, CONTEXT, HIDDEN = 3, 4, 2, (8,)
 COUPLINGS = {"additive": additive_coupling, "affine": affine_coupling}
@@ -76,24 +76,27 @@ def test_float32_input_stays_float32(kind, x64):
             assert out.dtype == jnp.float32
 
 
-def test_mlp_hidden_biases_are_random_within_their_bound_and_output_is_zero():
+def test_mlp_hidden_layers_are_fan_in_uniform_and_output_is_zero():
     fan_in, width = 4, 256
     params = jax.jit(MLP((width,), 3).init)(jax.random.PRNGKey(0), jnp.zeros((1, fan_in)))
     params = params["params"]
-    bias = np.asarray(params["Dense_0"]["bias"])
     bound = 1.0 / np.sqrt(fan_in)
-    assert np.all(np.abs(bias) <= bound)
-    # U(-b, b) has standard deviation b/sqrt(3); with 256 draws, the chance that all fall inside
-    # half the bound is 2^-256, so this only fails for biases that are (near) zero.
-    assert np.max(np.abs(bias)) > bound / 2
+    for name in ("kernel", "bias"):
+        leaf = np.asarray(params["Dense_0"][name])
+        assert np.all(np.abs(leaf) <= bound), name
+        # Each draw lands in the outer half of U(-b, b) with probability 1/2; with >= 256 draws
+        # all missing it has probability <= 2^-256, so this only fails for (near) zero inits.
+        assert np.max(np.abs(leaf)) > bound / 2, name
     np.testing.assert_array_equal(params["Dense_1"]["kernel"], 0.0)
     np.testing.assert_array_equal(params["Dense_1"]["bias"], 0.0)
-    zero_bias = jax.jit(MLP((width,), 3, random_hidden_bias=False).init)(
+    flax_init = jax.jit(MLP((width,), 3, hidden_init="flax").init)(
         jax.random.PRNGKey(0), jnp.zeros((1, fan_in))
     )["params"]
-    np.testing.assert_array_equal(zero_bias["Dense_0"]["bias"], 0.0)
+    np.testing.assert_array_equal(flax_init["Dense_0"]["bias"], 0.0)
 
 
-def test_fan_in_uniform_bias_rejects_a_bad_fan_in():
+def test_fan_in_uniform_and_mlp_reject_bad_arguments():
     with pytest.raises(ValueError, match="fan_in must be a positive int; got 0"):
-        fan_in_uniform_bias(0)
+        fan_in_uniform(0)
+    with pytest.raises(ValueError, match="hidden_init must be one of"):
+        MLP((4,), 1, hidden_init="he").init(jax.random.PRNGKey(0), jnp.zeros((1, 2)))
