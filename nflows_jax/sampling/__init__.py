@@ -6,10 +6,12 @@ Every MCMC method is a ``Kernel(init, step)`` of pure single-chain functions (se
 
 from nflows_jax.sampling.base import Kernel, normal_and_uniform, uniform
 from nflows_jax.sampling.diagnostics import (
+    StuckChainWarning,
     autocorrelation,
     effective_sample_size,
     nested_rhat,
     split_rhat,
+    stuck_chains,
 )
 from nflows_jax.sampling.gibbs import (
     discrete_gibbs,
@@ -27,6 +29,7 @@ from nflows_jax.sampling.tempering import parallel_tempering
 __all__ = [
     "ChainResult",
     "Kernel",
+    "StuckChainWarning",
     "autocorrelation",
     "discrete_gibbs",
     "effective_sample_size",
@@ -47,6 +50,7 @@ __all__ = [
     "sghmc",
     "sgld",
     "split_rhat",
+    "stuck_chains",
     "ula",
     "uniform",
 ]

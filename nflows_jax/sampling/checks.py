@@ -13,7 +13,7 @@ concrete hyper-parameters), so it adds nothing to a compiled step:
 * step-size, scale, mass-matrix and schedule checks that reject bad values when they are
   concrete and stay silent for traced values (a step size tuned inside ``jit``).
 
-Error messages print plain numbers (``float``/``list``), never array reprs.
+Error messages show values with ``nflows_jax.formatting.show``: plain numbers, never numpy reprs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ __all__ = [
     "check_step_size",
     "check_tree_like_position",
     "is_tracer",
-    "plain",
     "ravel_position",
     "scalar_logdensity",
 ]
@@ -45,19 +44,6 @@ __all__ = [
 def is_tracer(value: Any) -> bool:
     """True when ``value`` (or any leaf of it) is a JAX tracer, i.e. not known before tracing."""
     return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(value))
-
-
-def plain(value: Any) -> float | int | list | str:
-    """``value`` as a plain Python number or nested list, for error messages."""
-    if isinstance(value, (bool, int, float, str)):
-        return value
-    try:
-        array = np.asarray(value)
-    except Exception:  # only used to format a message
-        return repr(value)
-    if array.dtype.kind not in "biuf":
-        return repr(value)
-    return array.tolist()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nflows_jax.formatting import show
 from nflows_jax.sampling.base import (
     Array,
     Kernel,
@@ -39,7 +40,6 @@ from nflows_jax.sampling.checks import (
     check_flat_size,
     check_inverse_mass,
     check_step_size,
-    plain,
     ravel_position,
     scalar_logdensity,
 )
@@ -117,7 +117,7 @@ def leapfrog(
       the input's shape (logdensity a scalar).
     """
     if not isinstance(num_steps, (int, np.integer)) or num_steps < 1:
-        raise ValueError(f"num_steps must be a Python int >= 1, got {plain(num_steps)}")
+        raise ValueError(f"num_steps must be a Python int >= 1, got {show(num_steps)}")
     # ε M⁻¹ is the same for every step: compute the drift scale once.
     drift_scale = step_size if inverse_mass is None else step_size * inverse_mass
 
@@ -184,7 +184,7 @@ def hmc(
     """
     check_step_size(step_size, who="hmc")
     if not isinstance(num_leapfrog_steps, (int, np.integer)) or num_leapfrog_steps < 1:
-        raise ValueError(f"num_leapfrog_steps must be an int >= 1, got {plain(num_leapfrog_steps)}")
+        raise ValueError(f"num_leapfrog_steps must be an int >= 1, got {show(num_leapfrog_steps)}")
     inverse_mass = check_inverse_mass(inverse_mass_matrix)
     # p = M^{1/2} z with z ~ N(0, I); computed once here, not per step.
     mass_sqrt = None if inverse_mass is None else jax.lax.rsqrt(inverse_mass)

@@ -37,8 +37,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from nflows_jax.formatting import show
 from nflows_jax.sampling.base import Array, Kernel, PRNGKey
-from nflows_jax.sampling.checks import plain
 
 CHAIN_AXIS = "chains"
 
@@ -431,7 +431,7 @@ def sample_chains(
         ("burn_in", burn_in, 0),
     ):
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {plain(value)}")
+            raise ValueError(f"{name} must be an int >= {low}, got {show(value)}")
     if num_steps % thin:
         raise ValueError(
             f"num_steps ({num_steps}) must be a multiple of thin ({thin}) so that every kept draw "
@@ -444,7 +444,7 @@ def sample_chains(
     if num_chains is not None and (
         not isinstance(num_chains, int | np.integer) or isinstance(num_chains, bool)
     ):
-        raise ValueError(f"num_chains must be an int or None, got {plain(num_chains)}")
+        raise ValueError(f"num_chains must be an int or None, got {show(num_chains)}")
     _num_chains(positions, None if num_chains is None else int(num_chains))
     if not callable(keep):
         keep = keep if isinstance(keep, str) else tuple(keep)

@@ -23,13 +23,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nflows_jax.formatting import show
 from nflows_jax.sampling.base import Array, Kernel, Position, PRNGKey
 from nflows_jax.sampling.checks import (
     check_scalar_logdensity,
     check_step_size,
     check_tree_like_position,
     is_tracer,
-    plain,
     ravel_position,
 )
 
@@ -90,7 +90,7 @@ def minibatch_grad_estimator(
         raise ValueError(f"all data leaves need the same leading axis N, got sizes {sizes}")
     (num_data,) = sizes
     if not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= num_data:
-        raise ValueError(f"batch_size must be an int in [1, N={num_data}], got {plain(batch_size)}")
+        raise ValueError(f"batch_size must be an int in [1, N={num_data}], got {show(batch_size)}")
     scale = num_data / batch_size
 
     def one_loglikelihood(position: Position, point: Any) -> Array:
@@ -235,15 +235,15 @@ def sghmc(
     _check_schedule(step_size, "sghmc")
     for name, value in (("friction", friction), ("gradient_noise", gradient_noise)):
         if not is_tracer(value) and not np.all(np.isfinite(np.asarray(value))):
-            raise ValueError(f"sghmc: {name} must be finite, got {plain(value)}")
+            raise ValueError(f"sghmc: {name} must be finite, got {show(value)}")
     if not is_tracer(friction) and np.any(np.asarray(friction) <= 0):
-        raise ValueError(f"sghmc: friction must be positive, got {plain(friction)}")
+        raise ValueError(f"sghmc: friction must be positive, got {show(friction)}")
     if not (is_tracer(friction) or is_tracer(gradient_noise)):
         noise = np.asarray(gradient_noise)
         if np.any(noise < 0) or np.any(noise > np.asarray(friction)):
             raise ValueError(
-                f"sghmc: gradient_noise must lie in [0, friction]: got {plain(gradient_noise)} "
-                f"with friction {plain(friction)} (the injected noise variance 2(C - B̂)ε would "
+                f"sghmc: gradient_noise must lie in [0, friction]: got {show(gradient_noise)} "
+                f"with friction {show(friction)} (the injected noise variance 2(C - B̂)ε would "
                 "be negative)"
             )
     # Clamped so a traced B̂ slightly above C gives zero noise, not the NaN of sqrt(negative).

@@ -25,8 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nflows_jax.formatting import show
 from nflows_jax.sampling.base import Array, Kernel, LogDensityFn, PRNGKey
-from nflows_jax.sampling.checks import plain, scalar_logdensity
+from nflows_jax.sampling.checks import scalar_logdensity
 
 
 class PTState(NamedTuple):
@@ -74,13 +75,13 @@ def _check_betas(betas) -> np.ndarray:
     if betas.ndim != 1 or betas.size < 2:
         raise ValueError(f"betas must be a vector of at least 2 temperatures, got {betas.shape}")
     if not np.all(np.isfinite(betas)):
-        raise ValueError(f"betas must be finite, got {plain(betas)}")
+        raise ValueError(f"betas must be finite, got {show(betas)}")
     if betas[0] != 1.0:
         raise ValueError(f"betas[0] must be 1 (the target's replica), got {float(betas[0])}")
     if np.any(np.diff(betas) >= 0):
-        raise ValueError(f"betas must be strictly decreasing, got {plain(betas)}")
+        raise ValueError(f"betas must be strictly decreasing, got {show(betas)}")
     if betas[-1] <= 0:
-        raise ValueError(f"betas must be positive (β·ℓ with β=0 is improper), got {plain(betas)}")
+        raise ValueError(f"betas must be positive (β·ℓ with β=0 is improper), got {show(betas)}")
     return betas
 
 
