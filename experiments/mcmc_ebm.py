@@ -13,11 +13,11 @@ Reported per target and method: acceptance, bulk ESS (Vehtari et al. 2021) per s
 wall time (compilation excluded) and per 1000 log-density/gradient evaluations, rank-normalised
 split R-hat, and the estimated mean/variance of each coordinate against the truth (exact moments
 for the banana and the mixture, grid quadrature for U1–U4) with Monte-Carlo standard errors from
-the ESS of the mean. A chain that never moves during the timed run makes the all-chain ESS and
-R-hat undefined (NaN in ``sampling.diagnostics``); such chains are counted ("stuck_chains") and
-the diagnostics of the other chains are reported beside them. Gibbs does not apply to these
-targets: their full conditionals are not distributions we can draw from exactly (the output says
-so).
+the ESS of the mean. A chain that never moves during the timed run makes the all-chain
+R-hat inf and the ESS 0 (``sampling.diagnostics``, which also warns naming them); such chains
+are counted ("stuck_chains") and the diagnostics of the other chains are reported beside them.
+Gibbs does not apply to these targets: their full conditionals are not distributions we can draw
+from exactly (the output says so).
 
 U2–U4 do not decay along z1 (they are not integrable on R²), so they are truncated to the box
 [-4, 4]² on which they are drawn in the paper; U1, the banana and the mixture are left unbounded.
@@ -66,6 +66,7 @@ from nflows_jax.sampling.diagnostics import (
     autocorrelation,
     effective_sample_size,
     split_rhat,
+    stuck_chains,
 )
 from nflows_jax.sampling.gibbs import ising_gibbs
 from nflows_jax.sampling.hmc import hmc
@@ -424,9 +425,9 @@ def run_energy_target(target: Target2D, methods: list[Method], args, key: Array)
         truth_var = np.asarray(reference["var"])
         min_bulk_ess = float(np.min(diagnostics["bulk_ess"]))
         evaluations = method.evals_per_step * args.chains * trace.shape[1]
-        # A chain that never moves in the timed run makes ESS and R-hat undefined (NaN) in
+        # A chain that never moves in the timed run makes R-hat inf and the ESS 0 in
         # sampling.diagnostics; count such chains and also report the others on their own.
-        moved = np.any(trace != trace[:, :1], axis=(1, 2))
+        moved = ~np.asarray(stuck_chains(trace)).any(axis=1)
         metrics = {
             "step_size": step,
             "step_size_source": (
@@ -475,7 +476,7 @@ def run_energy_target(target: Target2D, methods: list[Method], args, key: Array)
             "acf": diagnostics["acf"],
         }
         stuck_note = (
-            f"  [{metrics['stuck_chains']} stuck chains: ESS/R-hat NaN; over the moving chains "
+            f"  [{metrics['stuck_chains']} stuck chains: R-hat inf, ESS 0; over the moving chains "
             f"ESS {headline['min_bulk_ess']:.0f}, R-hat {headline['max_split_rhat']:.3f}]"
             if metrics["stuck_chains"]
             else ""
@@ -517,7 +518,7 @@ def diagnostics_title(metrics: dict) -> str:
     )
     if metrics["stuck_chains"]:
         return (
-            f"{metrics['stuck_chains']} chains never moved (all-chain ESS, R-hat: undefined)\n"
+            f"{metrics['stuck_chains']} chains never moved (all-chain R-hat inf, ESS 0)\n"
             f"other {numbers['chains']} chains: {text}"
         )
     return text

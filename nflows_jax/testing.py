@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 from collections.abc import Callable, Iterator
 from typing import Literal, NamedTuple
 
@@ -596,15 +597,26 @@ def perturb(params: Params, key: PRNGKey, scale: float = 0.3) -> Params:
     return jax.tree_util.tree_unflatten(treedef, noisy)
 
 
-def assert_moments_match(samples, mean, covariance, num_standard_errors: float = 5.0) -> None:
+def assert_moments_match(
+    samples, mean, covariance, num_standard_errors: float | None = None, *, false_fail_rate=1e-4
+) -> None:
     """Assert the mean and covariance of independent samples (N, D) match the exact ones.
 
-    Each entry may differ from the truth by ``num_standard_errors`` of its own Monte-Carlo
-    standard error (the sample standard deviation of the per-sample terms over sqrt(N)); use
-    independent draws, e.g. the final states of many chains, so that this error is valid.
+    Each entry may differ from the truth by ``k`` of its own Monte-Carlo standard error (the
+    sample standard deviation of the per-sample terms over sqrt(N)); use independent draws,
+    e.g. the final states of many chains, so that this error is valid. By default ``k`` is the
+    two-sided normal quantile that keeps the chance of a false failure over all
+    ``m = D + D(D+1)/2`` distinct checks below ``false_fail_rate`` (Bonferroni):
+    ``k = Φ⁻¹(1 - false_fail_rate / (2m))``, e.g. 4.3 for D = 2 at 1e-4. Pass
+    ``num_standard_errors`` to set ``k`` yourself.
     """
     samples = np.asarray(samples, np.float64)
-    num = samples.shape[0]
+    num, dim = samples.shape
+    if num_standard_errors is None:
+        num_checks = dim + dim * (dim + 1) // 2
+        num_standard_errors = statistics.NormalDist().inv_cdf(
+            1.0 - false_fail_rate / (2 * num_checks)
+        )
     sample_mean = samples.mean(axis=0)
     mean_se = samples.std(axis=0, ddof=1) / np.sqrt(num)
     np.testing.assert_array_less(np.abs(sample_mean - mean), num_standard_errors * mean_se)

@@ -5,7 +5,9 @@ detailed balance) and test the kernel's actual ``step`` against that matrix with
 test whose threshold is fixed up front (p > 1e-3). Continuous checks run many independent
 chains (vmap over chains, scan over steps); the final states of independent chains are
 independent draws, so the standard error of a moment is its sample standard deviation over
-sqrt(number of chains), and every tolerance below is 5 such standard errors.
+sqrt(number of chains), and every tolerance below is k such standard errors: k = 5 (a two-sided
+normal tail of 5.7e-7 per check) for single checks, and ``assert_moments_match``'s default (a
+false-fail rate of 1e-4 over its D + D(D+1)/2 checks, Bonferroni) for moment sets.
 """
 
 import chex
