@@ -20,7 +20,7 @@ Reported: mean test log-likelihood ± standard error over seeds, and our paired 
 peer (same seeds, so the s.e. of the difference is that of the per-seed differences). The seeds
 are ``jax.vmap``-ed, so each library and dataset compiles once.
 
-    python benchmarks/flows_2d.py            # full tables (about 10 minutes on 2 CPU cores)
+    python benchmarks/flows_2d.py            # full tables (about 15 minutes on 2 CPU cores)
     python benchmarks/flows_2d.py --quick    # smoke run
 """
 
@@ -284,7 +284,7 @@ def main() -> None:
     parser.add_argument("--layers", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
     parser.add_argument("--fit-steps", type=int, default=2000, help="steps for the test-LL part")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds for the test-LL part")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds for the test-LL part")
     parser.add_argument("--datasets", nargs="+", default=list(QUALITY_DATASETS))
     parser.add_argument("--skip-timings", action="store_true", help="only the quality part")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
