@@ -11,11 +11,18 @@ Axes of the ablation:
            softplus:  a = softplus(r + c) + 1e-2, c so that a = 1 at r = 0 (flowjax's default)
   order:   "scale_first" evaluates densities as x_b = (y_b - t) / a (the library's inverse);
            "density_affine" evaluates them as z_b = a * y_b + t (flowjax's ``invert=True``)
-  hidden:  "lecun_zero_bias" (flax Dense default) or "uniform" (kernel and bias
-           U(-1/sqrt(fan_in), 1/sqrt(fan_in)), equinox's default)
+  hidden:  "lecun_zero_bias" (flax Dense default), "uniform" (kernel and bias
+           U(-1/sqrt(fan_in), 1/sqrt(fan_in)), equinox's and PyTorch's default),
+           "lecun_uniform_bias" (only the bias random) or "uniform_zero_bias" (only the kernel)
   output:  "zero" (exact identity at init) or "uniform" as above
 
-    python benchmarks/flows_ablation.py --variants base softplus ...   # see VARIANTS
+"base" is the library before issue 6; "uniform_hidden" is the library after it
+(``affine_coupling`` with ``nflows_jax.nets.MLP``'s default ``hidden_init="uniform"``).
+Seeds are ``--seed-offset`` .. ``--seed-offset + --seeds - 1`` (each split into init, data and
+test keys as in ``benchmarks/flows_2d.py``, so offset 0 reproduces that benchmark's seeds).
+
+    python benchmarks/flows_ablation.py --variants base uniform_hidden softplus ...  # VARIANTS
+    python benchmarks/flows_ablation.py --datasets pinwheel --seed-offset 0 --seeds 10 ...
 """
 
 from __future__ import annotations
