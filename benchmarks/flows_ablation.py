@@ -63,6 +63,7 @@ VARIANTS = {
     "kernel_only": Variant(hidden="uniform_zero_bias"),
     "bias_only+density_affine": Variant(order="density_affine", hidden="lecun_uniform_bias"),
     "bias_only+softplus": Variant(scale="softplus", hidden="lecun_uniform_bias"),
+    "uniform_hidden+softplus+density_affine": Variant("softplus", "density_affine", "uniform"),
 }
 
 
