@@ -9,6 +9,7 @@ Axes of the ablation:
   scale:   how the conditioner's raw output r becomes the scale a of ``y_b = a * x_b + t``
            exp_tanh5: a = exp(5 tanh(r / 5))   (the library before issue 6)
            softplus:  a = softplus(r + c) + 1e-2, c so that a = 1 at r = 0 (flowjax's default)
+           softplus_tanh5: log a = 5 tanh(log(softplus(r + c) + 1e-2) / 5), the same bounded
   order:   "scale_first" evaluates densities as x_b = (y_b - t) / a (the library's inverse);
            "density_affine" evaluates them as z_b = a * y_b + t (flowjax's ``invert=True``)
   hidden:  "lecun_zero_bias" (flax Dense default), "uniform" (kernel and bias
@@ -64,6 +65,9 @@ VARIANTS = {
     "bias_only+density_affine": Variant(order="density_affine", hidden="lecun_uniform_bias"),
     "bias_only+softplus": Variant(scale="softplus", hidden="lecun_uniform_bias"),
     "uniform_hidden+softplus+density_affine": Variant("softplus", "density_affine", "uniform"),
+    "uniform_hidden+softplus_tanh5+density_affine": Variant(
+        "softplus_tanh5", "density_affine", "uniform"
+    ),
 }
 
 
@@ -117,6 +121,8 @@ def log_scale_of(raw, scale):
         return 5.0 * jnp.tanh(raw / 5.0)
     if scale == "softplus":
         return jnp.log(jax.nn.softplus(raw + SOFTPLUS_OFFSET) + SOFTPLUS_MIN)
+    if scale == "softplus_tanh5":  # the softplus log-scale, soft-clamped to |s| < 5
+        return 5.0 * jnp.tanh(jnp.log(jax.nn.softplus(raw + SOFTPLUS_OFFSET) + SOFTPLUS_MIN) / 5.0)
     raise ValueError(scale)
 
 
