@@ -549,3 +549,29 @@ def test_repeat_takes_integer_data_as_floats():
     assert y.dtype == jnp.float32
     np.testing.assert_array_equal(y, expected_y)  # the same program after the cast
     np.testing.assert_array_equal(log_det, expected_log_det)
+
+
+def test_repeat_init_sees_the_batch_as_the_earlier_layers_made_it():
+    """Data-dependent init through ``repeat``: a layer that initialises its shift so that the
+    init batch leaves it with mean 1 gets shift 1 - mean(x) at layer 0 and exactly 0 after it,
+    because layer k is initialised on the output of layers 0..k-1 (not on the raw batch)."""
+
+    def init(key, x, context=None):
+        return 1.0 - jnp.mean(x, axis=0)
+
+    def shift_by(params, x, context=None):
+        return x + params, jnp.zeros(x.shape[:1], x.dtype)
+
+    def unshift(params, y, context=None):
+        return y - params, jnp.zeros(y.shape[:1], y.dtype)
+
+    x = _x()
+    stacked = jax.jit(repeat(Bijector(init, shift_by, unshift), 3).init)(jax.random.PRNGKey(0), x)
+    # float32 rounding of a mean: each of the BATCH terms and the sum round once, on values of
+    # size at most max|y| <= 2 max|x| + 1 (y = x + 1 - mean(x)); in exact arithmetic layer 0's
+    # shift is 1 - mean(x) and every later shift is 0.
+    eps = float(jnp.finfo(jnp.float32).eps)
+    atol = (BATCH + 1) * eps * (2.0 * float(np.max(np.abs(x))) + 1.0)
+    first = 1.0 - np.mean(np.asarray(x, np.float64), axis=0)
+    np.testing.assert_allclose(stacked[0], first, rtol=0, atol=atol)
+    np.testing.assert_allclose(stacked[1:], 0.0, rtol=0, atol=atol)

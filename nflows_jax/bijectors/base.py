@@ -125,9 +125,11 @@ def _carry_dtype(x: Array, params: Params) -> jnp.dtype:
 def repeat(layer: Bijector, num_layers: int) -> Bijector:
     """``num_layers`` copies of ``layer`` with independent parameters, compiled once.
 
-    ``init`` vmaps ``layer.init`` over split keys, so every params leaf gains a leading axis of size
-    ``num_layers``; ``forward`` is one ``jax.lax.scan`` over that axis and ``inverse`` the same scan
-    with ``reverse=True``. The traced program holds one copy of the layer whatever ``num_layers``
+    ``init`` is a ``jax.lax.scan`` over split keys whose carry is the example batch: layer k is
+    initialised on the batch as layers 1..k-1 transformed it (what data-dependent initialisation
+    such as actnorm needs), and every params leaf gains a leading axis of size ``num_layers``.
+    ``forward`` is one ``jax.lax.scan`` over that axis and ``inverse`` the same scan with
+    ``reverse=True``. The traced program holds one copy of the layer whatever ``num_layers``
     is, which keeps compile time flat in depth. Parameterless constants such as permutations belong
     inside ``layer`` (e.g. ``repeat(chain(coupling, reverse_permutation()), n)``).
     """
@@ -138,8 +140,14 @@ def repeat(layer: Bijector, num_layers: int) -> Bijector:
     num_layers = int(num_layers)
 
     def init(key, x, context=None):
-        keys = jax.random.split(key, num_layers)
-        return jax.vmap(lambda k: layer.init(k, x, context))(keys)
+        def init_layer(x, layer_key):
+            params = layer.init(layer_key, x, context)
+            y, _ = layer.forward(params, x, context)
+            return y.astype(x.dtype), params
+
+        x = x.astype(_carry_dtype(x, ()))  # integer example data initialise as floats
+        _, params = jax.lax.scan(init_layer, x, jax.random.split(key, num_layers))
+        return params
 
     def scan_layers(transform, params, x, context, reverse):
         def body(carry, layer_params):
