@@ -283,8 +283,13 @@ class _Case(NamedTuple):
 def _check_shapes(name: str, transform: Transform, params: Params, value: Array, context) -> None:
     """Trace-time check (``eval_shape``): output shape and dtype of ``value``'s, log-det (B,)."""
     out, log_det = jax.eval_shape(transform, params, value, context)
-    if out.shape != value.shape:
-        raise AssertionError(f"shape: {name} output {out.shape} != input shape {value.shape}")
+    # A bijection keeps the batch and the event size; the event shape may change (squeeze).
+    same_size = math.prod(out.shape[1:]) == math.prod(value.shape[1:])
+    if out.shape[:1] != value.shape[:1] or not same_size:
+        raise AssertionError(
+            f"shape: {name} output {out.shape} from input {value.shape}: a bijector keeps the "
+            f"batch axis and the number of entries per row"
+        )
     if log_det.shape != value.shape[:1]:
         raise AssertionError(
             f"log-det shape: {name} log-det has shape {log_det.shape}, expected "
@@ -488,7 +493,8 @@ def check_bijector(
 
     Properties checked, in this order (the first broken one is named in the error):
 
-    1. **shape / dtype / log-det shape**: outputs keep ``x``'s shape and dtype; log-dets are (B,).
+    1. **shape / dtype / log-det shape**: outputs keep ``x``'s batch axis, number of entries per
+       row and dtype (the event shape may change, as in a squeeze); log-dets are (B,).
     2. **batch independence**: the full-batch Jacobian (B, E, B, E) is block diagonal, and every
        row pushed through alone gives its row of the full-batch result (this also catches mixing
        that autodiff cannot see, e.g. through ``stop_gradient``).

@@ -189,3 +189,23 @@ def test_bad_arguments_raise_clear_errors():
         check_bijector(CORRECT, _x()[:1], key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="precision"):
         check_bijector(CORRECT, _x(), key=jax.random.PRNGKey(0), precision="float16")
+
+
+def test_a_shape_changing_bijector_is_checked_and_a_size_changing_one_rejected():
+    """A reshape of the event (as Glow's squeeze) is a bijection; dropping an entry is not."""
+
+    def to_pairs(params, x, context=None):
+        y, log_det = _affine_forward(params, x)
+        return y.reshape(x.shape[0], 1, -1), log_det
+
+    def from_pairs(params, y, context=None):
+        return _affine_inverse(params, y.reshape(y.shape[0], -1))
+
+    check_bijector(_with(forward=to_pairs, inverse=from_pairs), _x(), key=jax.random.PRNGKey(0))
+
+    def drop_last(params, x, context=None):
+        y, log_det = _affine_forward(params, x)
+        return y[:, :-1], log_det
+
+    with pytest.raises(AssertionError, match="number of entries per row"):
+        check_bijector(_with(forward=drop_last), _x(), key=jax.random.PRNGKey(0))
