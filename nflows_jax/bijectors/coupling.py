@@ -33,7 +33,17 @@ from typing import NamedTuple
 import jax.numpy as jnp
 
 from nflows_jax.bijectors.base import Array, Bijector, Params, PRNGKey, check_batched
+from nflows_jax.formatting import show
 from nflows_jax.nets.mlp import MLP
+
+
+def bounded_log_scale(raw: Array, max_log_scale: float) -> Array:
+    """``max_log_scale · tanh(raw / max_log_scale)``: |s| < max_log_scale, s ≈ raw near 0.
+
+    The log-scale of every affine coupling in the library, so one layer scales an entry by at
+    most ``exp(±max_log_scale)``.
+    """
+    return max_log_scale * jnp.tanh(raw * (1.0 / max_log_scale))
 
 
 class _Partition(NamedTuple):
@@ -221,18 +231,17 @@ def affine_coupling(
     The log-det is ``sum(s)`` forward and ``-sum(s)`` inverse.
     """
     if not max_log_scale > 0:
-        raise ValueError(f"affine_coupling: max_log_scale must be > 0, got {max_log_scale!r}")
+        raise ValueError(f"affine_coupling: max_log_scale must be > 0, got {show(max_log_scale)}")
     conditioner = _conditioner(
         "affine_coupling", event_size, hidden, mask, context_size, outputs_per_changed=2
     )
     split, merge = conditioner.partition.split, conditioner.partition.merge
     check_x = conditioner.check_x
     changed = conditioner.partition.changed_size
-    inv_max = 1.0 / max_log_scale
 
     def shift_and_log_scale(params, x_kept, context):
         out = conditioner.apply(params, x_kept, context)
-        return out[:, :changed], max_log_scale * jnp.tanh(out[:, changed:] * inv_max)
+        return out[:, :changed], bounded_log_scale(out[:, changed:], max_log_scale)
 
     def init(key: PRNGKey, x: Array, context: Array | None = None) -> Params:
         return conditioner.init(key, x, context)
@@ -254,4 +263,4 @@ def affine_coupling(
     return Bijector(init, forward, inverse)
 
 
-__all__ = ["additive_coupling", "affine_coupling"]
+__all__ = ["additive_coupling", "affine_coupling", "bounded_log_scale"]

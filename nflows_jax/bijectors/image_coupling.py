@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nflows_jax.bijectors.base import Array, Bijector, Params, PRNGKey, sum_event
+from nflows_jax.bijectors.coupling import bounded_log_scale
 from nflows_jax.formatting import show
 from nflows_jax.nets.resnet import ConvResNet
 
@@ -209,11 +210,10 @@ def image_affine_coupling(
     if not (isinstance(max_log_scale, int | float) and max_log_scale > 0):
         raise ValueError(f"{layer}: max_log_scale must be a number > 0; got {show(max_log_scale)}")
     conditioner = _conditioner(layer, channels, hidden, num_blocks, mask, parity, 2)
-    inv_max = 1.0 / max_log_scale
 
     def shift_and_log_scale(params: Params, x: Array, kept: np.ndarray) -> tuple[Array, Array]:
         out = conditioner.apply(params, x, kept)  # (B, H, W, 2C)
-        return out[..., :channels], max_log_scale * jnp.tanh(out[..., channels:] * inv_max)
+        return out[..., :channels], bounded_log_scale(out[..., channels:], max_log_scale)
 
     def changed_sum(log_scale: Array, kept: np.ndarray) -> Array:
         return sum_event(jnp.where(kept, jnp.zeros((), log_scale.dtype), log_scale))
