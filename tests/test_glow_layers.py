@@ -67,6 +67,16 @@ def test_check_bijector(make, shape):
     check_bijector(layer, _image(0, shape), key=KEY)
 
 
+@pytest.mark.parametrize(("shape", "factor"), [((3, 4, 4, 2), 2), ((2, 6, 3, 1), 3)])
+def test_check_bijector_squeeze(shape, factor):
+    """check_bijector accepts a change of event shape that keeps the entries per row: squeeze
+    alone, and squeeze followed by a 1×1 conv on its f²C channels."""
+    x = _image(1, shape)
+    check_bijector(squeeze(factor), x, key=KEY)
+    channels = factor * factor * shape[-1]
+    check_bijector(chain(squeeze(factor), invertible_conv1x1_lu(channels, seed=2)), x, key=KEY)
+
+
 def test_check_bijector_squeeze_inside_a_shape_preserving_chain():
     """squeeze changes the event shape, which check_bijector's shape check refuses; sandwiched
     as squeeze -> 1×1 conv on the f²C channels -> depth-to-space, the whole map keeps the shape,
