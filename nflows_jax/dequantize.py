@@ -279,9 +279,10 @@ def logit_preprocess(alpha: float = 0.05) -> Bijector:
 def image_context(x: Array, num_bits: int = 8, dtype=None) -> Array:
     """The context a noise model sees: ``2 x / K - 1`` flattened, (B, *event) -> (B, D) float."""
     check_batched(x)
+    num_levels = 2 ** _check_num_bits(num_bits)
     dtype = _float_dtype(dtype)
     x = jnp.asarray(x).astype(dtype)
-    return (2.0 * x / 2**num_bits - 1.0).reshape(x.shape[0], -1)
+    return (2.0 * x / num_levels - 1.0).reshape(x.shape[0], -1)
 
 
 def conditional_affine(hidden: Sequence[int] = (64,), max_log_scale: float = 3.0) -> Bijector:
