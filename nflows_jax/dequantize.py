@@ -366,7 +366,9 @@ def variational_elbo_samples(
     ``eps`` is standard logistic, drawn as ``logit(v)`` from ``v ~ U(0, 1)`` with the same key and
     shape as :func:`uniform_elbo_samples` draws its u (so at identity noise params the two share
     their samples); ``u, log|det| = noise.forward(noise_params, eps, image_context(x))`` and
-    ``log q(u | x) = log p_logistic(eps) - log|det|``.
+    ``log q(u | x) = log p_logistic(eps) - log|det|``. In float32 a saturated sigmoid
+    (|arg| > ~17) returns u = 0 or 1; y is then clipped into x's bin as in
+    :func:`uniform_dequantize` while log q keeps its (finite) value.
     """
     check_discrete(x, num_bits)
     num_samples = _check_positive_int(num_samples, "num_samples")

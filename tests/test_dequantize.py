@@ -161,6 +161,21 @@ def test_uniform_bound_is_tight_for_a_piecewise_constant_density(num_bits):
     assert np.all(np.abs(terms - exact) <= tolerance), np.max(np.abs(terms - exact) - tolerance)
     elbo = dq.uniform_dequantization_elbo(jax.random.PRNGKey(5), x, model, num_bits, 32)
     np.testing.assert_allclose(elbo, terms.mean(axis=0), rtol=1e-6)  # the same draws, averaged
+    # An ELBO is already in nats of the discrete data: num_bits=0 gives its bits/dim, the same
+    # as converting the continuous log-density elbo + D log K with num_bits. Allowance: the ELBO's
+    # own error (the tolerance above) scaled by 1/(D log 2), plus float32 rounding of the mean
+    # over 32 samples and of each conversion's ops (counted) on values of size num_bits + |bpd|.
+    bpd = np.asarray(dq.bits_per_dim(elbo, num_dims, 0))
+    continuous = elbo + num_dims * num_bits * math.log(2.0)
+    steps = rounding_steps(lambda a: dq.bits_per_dim(a, num_dims, num_bits), continuous) + 33
+    conversion = rounding_tolerance(steps, jnp.float32, magnitude=num_bits + np.abs(bpd))
+    exact_bpd = -exact / (num_dims * math.log(2))
+    np.testing.assert_array_less(
+        np.abs(bpd - exact_bpd), tolerance / (num_dims * math.log(2)) + conversion
+    )
+    np.testing.assert_array_less(
+        np.abs(np.asarray(dq.bits_per_dim(continuous, num_dims, num_bits)) - bpd), 2 * conversion
+    )
 
 
 def test_uniform_bound_is_strictly_below_for_a_smooth_density():
