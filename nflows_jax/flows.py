@@ -90,12 +90,19 @@ def sample_and_log_prob(
     key: PRNGKey,
     num_samples: int | tuple[int, ...],
     context: Array | None = None,
+    temperature: float = 1.0,
 ) -> tuple[Array, Array]:
     """Draw samples and their log-density in one forward pass.
 
     ``num_samples`` is an int ``N`` or a sample shape ``S``: returns ((*S, *event), S). With a
     ``context`` of shape (*S, C) each sample is drawn under its own context row.
+
+    ``temperature`` T scales the base draw about 0 (Glow's reduced-temperature sampling): for a
+    standard-normal base the samples come from the flow with base N(0, T² I), and the returned
+    log-density is that tempered model's, ``log N(z; 0, T²) - log|det|``.
     """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {show(temperature)}")
     shape = _sample_shape(num_samples)
     total = math.prod(shape)
     if context is not None:
@@ -106,6 +113,10 @@ def sample_and_log_prob(
             )
         context = jnp.reshape(context, (total, jnp.shape(context)[-1]))
     z, base_log_prob = flow.base.sample_and_log_prob(seed=key, sample_shape=(total,))
+    if temperature != 1.0:
+        event_size = math.prod(flow.base.event_shape)
+        z = temperature * z
+        base_log_prob = base_log_prob - event_size * math.log(temperature)
     x, log_det = flow.bijector.forward(params, z, context)
     return x.reshape(shape + x.shape[1:]), (base_log_prob - log_det).reshape(shape)
 
@@ -116,9 +127,10 @@ def sample(
     key: PRNGKey,
     num_samples: int | tuple[int, ...],
     context: Array | None = None,
+    temperature: float = 1.0,
 ) -> Array:
     """Draw samples of shape (*sample_shape, *event); see :func:`sample_and_log_prob`."""
-    return sample_and_log_prob(flow, params, key, num_samples, context)[0]
+    return sample_and_log_prob(flow, params, key, num_samples, context, temperature)[0]
 
 
 class _DistraxBijector(distrax.Bijector):

@@ -230,3 +230,21 @@ def test_float64_data_under_x64_stay_float64_throughout():
         samples, sample_log_p = flows.sample_and_log_prob(flow, params, jax.random.PRNGKey(1), 4)
     assert dtypes == {jnp.dtype(jnp.float64)}
     assert log_p.dtype == samples.dtype == sample_log_p.dtype == jnp.float64
+
+
+def test_temperature_scales_the_base_draw_and_its_log_density():
+    """T·z with z ~ N(0, I) is a draw of N(0, T² I): its log-density there is the unit one at z
+    minus D log T. Checked through the identity-at-init flow, where x = T·z exactly."""
+    flow = flows.Flow(flows.standard_normal(2), _bijector("radial"))
+    params = flows.init(flow, jax.random.PRNGKey(0), jnp.zeros((1, 2)))
+    key = jax.random.PRNGKey(3)
+    unit, unit_log_p = flows.sample_and_log_prob(flow, params, key, 64)
+    cold, cold_log_p = flows.sample_and_log_prob(flow, params, key, 64, temperature=0.5)
+    np.testing.assert_array_equal(cold, 0.5 * unit)  # radial at init is exactly the identity
+    # The radial log-det at init is 0 up to a few roundings of terms no larger than |log p|, once
+    # at z and once at T·z, plus the rounding of the subtraction: 8 ulps of the largest |log p|.
+    eps = float(jnp.finfo(jnp.float32).eps)
+    expected = np.asarray(unit_log_p, np.float64) - 2 * np.log(0.5)
+    np.testing.assert_allclose(cold_log_p, expected, rtol=0, atol=8 * eps * np.abs(expected).max())
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        flows.sample(flow, params, key, 4, temperature=0.0)
