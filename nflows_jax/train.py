@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import math
 import os
@@ -44,6 +45,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from nflows_jax.formatting import show
@@ -115,7 +117,15 @@ class _TrainState(NamedTuple):
     loss_sum: Array  # float32 (), sum of accepted losses since the last log point
 
 
-def _make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+def _make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    carry_sharding: jax.sharding.Sharding | None = None,
+) -> Callable:
+    """The jitted step. With ``carry_sharding`` (data-parallel runs: the params' replicated
+    sharding) the whole returned carry is pinned to it, so every step sees its inputs placed
+    exactly as the first did (one compilation) and the host reads replicated scalars."""
+
     def checked_loss_fn(params: Params, batch: Batch, key: PRNGKey) -> Array:
         loss = loss_fn(params, batch, key)
         if jnp.ndim(loss) != 0:  # checked while tracing, before value_and_grad's terser error
@@ -151,22 +161,32 @@ def _make_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -
         )
 
     # The state is donated: params and optimizer state are updated in place where the backend can.
-    return jax.jit(train_step, donate_argnums=0)
+    if carry_sharding is None:
+        return jax.jit(train_step, donate_argnums=0)
+    return jax.jit(train_step, donate_argnums=0, out_shardings=carry_sharding)
 
 
 @functools.lru_cache(maxsize=4)  # small: a loss_fn may close over a whole dataset
-def _cached_train_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
-    return _make_train_step(loss_fn, optimizer)
+def _cached_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    carry_sharding: jax.sharding.Sharding | None,
+) -> Callable:
+    return _make_train_step(loss_fn, optimizer, carry_sharding)
 
 
-def _train_step_for(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
-    """The jitted step, shared by ``fit`` calls with the same loss and optimizer objects, so
-    resuming or re-running in one process does not compile again."""
+def _train_step_for(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    carry_sharding: jax.sharding.Sharding | None = None,
+) -> Callable:
+    """The jitted step, shared by ``fit`` calls with the same loss and optimizer objects (and
+    mesh), so resuming or re-running in one process does not compile again."""
     try:
-        hash((loss_fn, optimizer))
+        hash((loss_fn, optimizer, carry_sharding))
     except TypeError:  # an unhashable optimizer (e.g. holding a list): compile a private step
-        return _make_train_step(loss_fn, optimizer)
-    return _cached_train_step(loss_fn, optimizer)
+        return _make_train_step(loss_fn, optimizer, carry_sharding)
+    return _cached_train_step(loss_fn, optimizer, carry_sharding)
 
 
 def _home_sharding(params: Params) -> jax.sharding.Sharding:
@@ -177,6 +197,64 @@ def _home_sharding(params: Params) -> jax.sharding.Sharding:
     else:
         (device,) = jnp.zeros(()).devices()
     return jax.sharding.SingleDeviceSharding(device)
+
+
+def _mesh_shardings(
+    mesh: jax.sharding.Mesh, batch_axis: str
+) -> tuple[jax.sharding.NamedSharding, jax.sharding.NamedSharding]:
+    """(replicated, batch): the carry's sharding and the batch's (leading axis over batch_axis)."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {type(mesh).__name__}")
+    if batch_axis not in mesh.axis_names:
+        raise ValueError(
+            f"batch_axis {batch_axis!r} is not an axis of the mesh, whose axes are "
+            f"{list(mesh.axis_names)}"
+        )
+    P = jax.sharding.PartitionSpec
+    return jax.sharding.NamedSharding(mesh, P()), jax.sharding.NamedSharding(mesh, P(batch_axis))
+
+
+def _local_batch_shards(mesh: jax.sharding.Mesh, batch_axis: str) -> int:
+    """How many slices of the batch axis this process's devices hold (all of them when there is
+    one process): the local batch must split evenly into that many."""
+    axis = mesh.axis_names.index(batch_axis)
+    me = jax.process_index()
+    positions = {
+        index[axis]
+        for index, device in zip(
+            itertools.product(*map(range, mesh.devices.shape)), mesh.devices.flat, strict=True
+        )
+        if device.process_index == me
+    }
+    return len(positions)
+
+
+def _shard_batch(
+    batch: Batch, sharding: jax.sharding.NamedSharding, batch_axis: str, shards: int
+) -> Batch:
+    """Every leaf of ``batch`` as one global array split along its leading axis.
+
+    With one process ``batch`` is the whole batch. With several (``jax.distributed``), it is this
+    process's share, the global batch being the processes' shares concatenated in process order.
+    ``shards`` is ``_local_batch_shards(sharding.mesh, batch_axis)``.
+    """
+    multi_process = jax.process_count() > 1
+
+    def shard(leaf: Any) -> Array:
+        shape = jnp.shape(leaf)
+        if len(shape) == 0 or shape[0] % shards != 0:
+            where = "this process's share of the batch" if multi_process else "the batch"
+            raise ValueError(
+                f"data-parallel fit: the leading (batch) axis of {where} must divide into "
+                f"{shards} equal parts (the mesh's {shards} slices along {batch_axis!r}"
+                f"{' held by this process' if multi_process else ''}); got a leaf of shape "
+                f"{show(tuple(shape))}"
+            )
+        if multi_process:
+            return jax.make_array_from_process_local_data(sharding, leaf)
+        return jax.device_put(leaf, sharding)
+
+    return jax.tree.map(shard, batch)
 
 
 def _placed(tree: Any, like: Any, sharding: jax.sharding.Sharding) -> Any:
@@ -190,21 +268,48 @@ def _placed(tree: Any, like: Any, sharding: jax.sharding.Sharding) -> Any:
     """
 
     def place(leaf: Any, template: Any) -> Array:
+        if not sharding.is_fully_addressable:  # multi-process: every process holds the values
+            value = np.array(leaf, dtype=jnp.result_type(template), copy=True)
+            return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])
         copy = jnp.array(leaf, dtype=jnp.result_type(template), copy=True)
         return jax.device_put(copy, sharding)
 
     return jax.tree.map(place, tree, like)
 
 
+def _scalar_on(value: float, dtype: Any, sharding: jax.sharding.Sharding) -> Array:
+    """A committed, strongly typed scalar on ``sharding`` (replicated when it spans processes)."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(jnp.asarray(value, dtype), sharding)
+    host = np.asarray(value, dtype)
+    return jax.make_array_from_callback((), sharding, lambda index: host[index])
+
+
+def _replicated_key(key: PRNGKey, sharding: jax.sharding.Sharding) -> PRNGKey:
+    """``key`` (raw uint32 or typed) committed to ``sharding``, replicated across processes too."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(key, sharding)
+    typed = jnp.issubdtype(jnp.result_type(key), jax.dtypes.prng_key)
+    host = np.asarray(jax.random.key_data(key) if typed else key)
+    data = jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.random.wrap_key_data(data, impl=jax.random.key_impl(key)) if typed else data
+
+
 def _initial_state(
-    params: Params, opt_state: Any, step: int, like: tuple[Params, Any]
+    params: Params,
+    opt_state: Any,
+    step: int,
+    like: tuple[Params, Any],
+    sharding: jax.sharding.Sharding | None = None,
 ) -> _TrainState:
-    """The step's carry, every leaf committed to one device (see ``_placed``)."""
-    sharding = _home_sharding(like[0])
+    """The step's carry, every leaf committed to one device (see ``_placed``), or replicated
+    over a mesh when ``sharding`` is given."""
+    if sharding is None:
+        sharding = _home_sharding(like[0])
     params, opt_state = _placed((params, opt_state), like, sharding)
 
     def scalar(value: float, dtype: Any) -> Array:
-        return jax.device_put(jnp.asarray(value, dtype), sharding)
+        return _scalar_on(value, dtype, sharding)
 
     return _TrainState(
         params=params,
@@ -352,9 +457,16 @@ class _Checkpoints:
         metadata = self._manager.item_metadata(step)["state"]
         return {**_tree_signature(metadata), "treedef": None}
 
-    def restore(self, step: int, params: Params, opt_state: Any) -> tuple[Params, Any, dict]:
+    def restore(
+        self,
+        step: int,
+        params: Params,
+        opt_state: Any,
+        sharding: jax.sharding.Sharding | None = None,
+    ) -> tuple[Params, Any, dict]:
         """Params, optimizer state and history of checkpoint ``step``; the given params and
-        optimizer state supply the expected structure, shapes and dtypes.
+        optimizer state supply the expected structure, shapes and dtypes, and ``sharding`` (if
+        given) where the restored arrays are placed.
 
         Raises:
           CheckpointMismatchError: the checkpoint holds a different tree.
@@ -370,6 +482,11 @@ class _Checkpoints:
             if difference is not None:
                 raise self._mismatch(step, difference)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, expected)
+        if sharding is not None:
+            abstract = jax.tree.map(
+                lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=sharding),
+                abstract,
+            )
         try:
             restored = self._manager.restore(
                 step,
@@ -405,7 +522,11 @@ class _Checkpoints:
 
 
 def _restore_or_start(
-    checkpoints: _Checkpoints | None, num_steps: int, params: Params, opt_state: Any
+    checkpoints: _Checkpoints | None,
+    num_steps: int,
+    params: Params,
+    opt_state: Any,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[Params, Any, dict[str, Any], int]:
     """(params, opt_state, history, start_step): from the latest checkpoint, or fresh."""
     history = _new_history(num_steps)
@@ -418,7 +539,7 @@ def _restore_or_start(
             f"past num_steps={num_steps}; fit never returns params from beyond num_steps. Use a "
             f"new checkpoint_dir, or num_steps >= {int(latest)} to continue that run."
         )
-    params, opt_state, history = checkpoints.restore(latest, params, opt_state)
+    params, opt_state, history = checkpoints.restore(latest, params, opt_state, sharding)
     history["num_steps"] = num_steps
     return params, opt_state, history, int(latest)
 
@@ -523,12 +644,29 @@ def fit(
     progress: bool | None = None,
     description: str = "fit",
     log_every: int = 100,
+    mesh: jax.sharding.Mesh | None = None,
+    batch_axis: str = "data",
 ) -> TrainResult:
     """Minimise ``loss_fn`` with ``optimizer`` for ``num_steps`` steps (in total, across resumes).
 
-    The run lives on one device: the params' (or JAX's default). Its carry is placed the same way
-    whether fresh or restored, so the step compiles once per (loss_fn, optimizer, shapes) in a
-    process, however often ``fit`` is called or resumed.
+    Without ``mesh`` the run lives on one device: the params' (or JAX's default). Its carry is
+    placed the same way whether fresh or restored, so the step compiles once per (loss_fn,
+    optimizer, shapes) in a process, however often ``fit`` is called or resumed.
+
+    Data-parallel training. With ``mesh`` the params and optimizer state are replicated over all
+    its devices (``NamedSharding(mesh, P())``) and every leaf of each batch is split along its
+    leading axis over the mesh axis ``batch_axis`` (``NamedSharding(mesh, P(batch_axis))``). The
+    step is the same program: XLA computes each device's part of a loss such as a batch mean and
+    all-reduces it and the gradients, so the run follows the single-device trajectory up to the
+    order of float summation. The batch size must divide by the number of devices along
+    ``batch_axis``. Multi-process (after ``jax.distributed.initialize``, ``mesh`` over
+    ``jax.devices()``): every process calls ``fit`` with the same arguments, and its
+    ``batch_fn(step)`` returns only its own share of the global batch (``global_batch /
+    process_count`` rows); the global batch is the shares concatenated in process order (as
+    ``jax.make_array_from_process_local_data`` builds it). Loss history and params are then the
+    same on every process; only process 0 writes ``metrics_path``. Checkpoints work with a mesh
+    in one process; across processes ``checkpoint_dir`` must be one directory shared by all of
+    them (orbax writes it collectively), a setup this library does not test.
 
     Args:
       loss_fn: ``loss_fn(params, batch, key) -> scalar``, jit-able.
@@ -561,6 +699,8 @@ def fit(
       log_every: record the loss, update the progress and check the NaN flag every this many
         steps. These log points (with evaluations, checkpoints and the end) are the only places
         the loop reads from the device; between them steps are only dispatched.
+      mesh: a ``jax.sharding.Mesh`` for data-parallel training (see above); ``None``: one device.
+      batch_axis: the mesh axis the batch's leading axis is split over.
 
     Returns:
       ``TrainResult(params, opt_state, history)``.
@@ -578,6 +718,10 @@ def fit(
     _check_positive("log_every", log_every)
     _check_positive("eval_every", eval_every)
     _check_positive("checkpoint_every", checkpoint_every)
+    if mesh is None:
+        carry_sharding = batch_sharding = None
+    else:
+        carry_sharding, batch_sharding = _mesh_shardings(mesh, batch_axis)
 
     fresh_opt_state = optimizer.init(params)
     checkpoints = (
@@ -585,16 +729,28 @@ def fit(
     )
     try:
         restored_params, opt_state, history, start_step = _restore_or_start(
-            checkpoints, num_steps, params, fresh_opt_state
+            checkpoints, num_steps, params, fresh_opt_state, carry_sharding
         )
     except BaseException:
         if checkpoints is not None:
             checkpoints.close()
         raise
     history["start_step"] = start_step
-    state = _initial_state(restored_params, opt_state, start_step, like=(params, fresh_opt_state))
-    train_step = _train_step_for(loss_fn, optimizer)
-    home = _home_sharding(params)
+    state = _initial_state(
+        restored_params, opt_state, start_step, (params, fresh_opt_state), carry_sharding
+    )
+    train_step = _train_step_for(loss_fn, optimizer, carry_sharding)
+    home = _home_sharding(params) if carry_sharding is None else carry_sharding
+    if carry_sharding is None:
+        next_batch = batch_fn
+    else:
+        key = _replicated_key(key, carry_sharding)
+        local_shards = _local_batch_shards(mesh, batch_axis)
+
+        def next_batch(step: int) -> Batch:
+            return _shard_batch(batch_fn(step), batch_sharding, batch_axis, local_shards)
+
+    writes_metrics = metrics_path is not None and jax.process_index() == 0
 
     def finish_metrics(steps_run: int, started: float, first_step_done: float | None) -> None:
         elapsed = time.perf_counter() - started
@@ -636,7 +792,7 @@ def fit(
     reporter = _progress_reporter(progress, description, start_step, num_steps)
     try:
         for step in range(start_step, num_steps):
-            state = train_step(state, batch_fn(step), key)
+            state = train_step(state, next_batch(step), key)
             done = step + 1
             reporter.update(done)
             if first_step_done is None:
@@ -655,7 +811,7 @@ def fit(
                 reporter.log(done, mean_loss)
                 # A new committed zero: the old one was donated, and an uncommitted one would
                 # change the step's cache key (one more compilation).
-                zero = jax.device_put(jnp.zeros((), jnp.float32), home)
+                zero = _scalar_on(0.0, jnp.float32, home)
                 state = state._replace(loss_sum=zero)
                 last_log_step = done
 
@@ -673,11 +829,11 @@ def fit(
                 raise_if_non_finite(state)
                 with _sync_point("checkpoint"):
                     checkpoints.save(done, state.params, state.opt_state, history)
-                if metrics_path is not None:
+                if writes_metrics:
                     finish_metrics(done - start_step, started, first_step_done)
                     _write_json(metrics_path, history)
     except NonFiniteLossError:
-        if metrics_path is not None:
+        if writes_metrics:
             finish_metrics(done - start_step, started, first_step_done)
             _write_json(metrics_path, history)
         raise
@@ -690,7 +846,7 @@ def fit(
     finish_metrics(
         num_steps - start_step if num_steps > start_step else 0, started, first_step_done
     )
-    if metrics_path is not None:
+    if writes_metrics:
         _write_json(metrics_path, history)
     return TrainResult(state.params, state.opt_state, history)
 
