@@ -575,3 +575,35 @@ def test_repeat_init_sees_the_batch_as_the_earlier_layers_made_it():
     first = 1.0 - np.mean(np.asarray(x, np.float64), axis=0)
     np.testing.assert_allclose(stacked[0], first, rtol=0, atol=atol)
     np.testing.assert_allclose(stacked[1:], 0.0, rtol=0, atol=atol)
+
+
+def test_repeat_unrolled_computes_what_the_scan_computes():
+    """``unroll=True`` only removes the loop: same params, same values to rounding."""
+    layer = chain(affine_coupling(DIM, HIDDEN, context_size=CONTEXT), reverse_permutation())
+    scanned, unrolled = repeat(layer, 3), repeat(layer, 3, unroll=True)
+    x, context = _x(), _context()
+    params = _perturbed_params(scanned, x, context)
+    steps = rounding_steps(scanned.forward, params, x, context)
+    amplification = jacobian_amplification(scanned.forward, params, x, context)
+    for name in ("forward", "inverse"):
+        expected = jax.jit(getattr(scanned, name))(params, x, context)
+        actual = jax.jit(getattr(unrolled, name))(params, x, context)
+        # Two orderings of the same arithmetic: twice one evaluation's rounding allowance.
+        assert_within_rounding(
+            name,
+            actual[0],
+            expected[0],
+            2 * steps,
+            jnp.float32,
+            amplification[:, None],
+            np.abs(np.asarray(x)) + np.abs(expected[0]),
+        )
+        assert_within_rounding(
+            f"{name} log-det",
+            actual[1],
+            expected[1],
+            2 * steps,
+            jnp.float32,
+            amplification,
+            DIM + np.abs(expected[1]),
+        )

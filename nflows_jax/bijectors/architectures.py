@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
+
 from nflows_jax.bijectors.base import Bijector, chain, invert, repeat
 from nflows_jax.bijectors.glow import actnorm, invertible_conv1x1_lu, squeeze
 from nflows_jax.bijectors.image_coupling import image_affine_coupling
@@ -65,6 +67,13 @@ def _multiscale(
     return chain(*parts)
 
 
+def _resolve_unroll(unroll: bool | None) -> bool:
+    """``None``: unroll on CPU, where XLA runs convolution gradients inside a loop about 30×
+    slower than outside one (measured in ``benchmarks/glow.py``); scan on other backends, where
+    compile time stays flat in depth."""
+    return jax.default_backend() == "cpu" if unroll is None else bool(unroll)
+
+
 def _split_prior(hidden: int, num_blocks: int) -> LayerFor:
     """Glow's learned prior on the factored half: an affine coupling conditioned on the rest."""
     return lambda channels: image_affine_coupling(channels, hidden=hidden, num_blocks=num_blocks)
@@ -77,13 +86,15 @@ def glow(
     hidden: int = 64,
     num_blocks: int = 1,
     seed: int = 0,
+    unroll: bool | None = None,
 ) -> Bijector:
     """Glow (Kingma & Dhariwal, 2018) on NHWC images of ``image_shape = (H, W, C)``.
 
     Each level squeezes, runs ``steps_per_level`` steps of (actnorm, LU 1×1 conv, affine coupling
     with a ``num_blocks``-block ConvResNet of ``hidden`` channels) as one ``repeat``, and factors
     out half of its channels under a learned conditional prior. ``seed`` fixes the 1×1 convs'
-    permutations. Params: a tuple per ``chain``, stacked over the steps of a level.
+    permutations. Params: a tuple per ``chain``, stacked over the steps of a level. ``unroll``:
+    see ``repeat``; ``None`` unrolls on CPU only (params and results are the same either way).
     """
     height, width, channels = image_shape
     _check_architecture("glow", levels, steps_per_level, height, width)
@@ -94,7 +105,7 @@ def glow(
             invertible_conv1x1_lu(num_channels, seed=seed),
             image_affine_coupling(num_channels, hidden=hidden, num_blocks=num_blocks),
         )
-        return repeat(step, steps_per_level)
+        return repeat(step, steps_per_level, unroll=_resolve_unroll(unroll))
 
     return invert(_multiscale(levels, channels, steps, _split_prior(hidden, num_blocks)))
 
@@ -105,12 +116,14 @@ def realnvp_multiscale(
     steps_per_level: int = 2,
     hidden: int = 64,
     num_blocks: int = 2,
+    unroll: bool | None = None,
 ) -> Bijector:
     """Multi-scale RealNVP (Dinh et al., 2017) on NHWC images of ``image_shape = (H, W, C)``.
 
     Each level runs ``steps_per_level`` pairs of checkerboard couplings (parity 0 then 1),
     squeezes, runs ``steps_per_level`` pairs of channel couplings and factors out half of the
-    channels through a learned prior coupling, as Glow does. Each set of pairs is one ``repeat``.
+    channels through a learned prior coupling, as Glow does. Each set of pairs is one ``repeat``
+    (``unroll`` as in :func:`glow`).
     """
     height, width, channels = image_shape
     _check_architecture("realnvp_multiscale", levels, steps_per_level, height, width)
@@ -125,7 +138,7 @@ def realnvp_multiscale(
                     for p in (0, 1)
                 )
             )
-            return repeat(pair, steps_per_level)
+            return repeat(pair, steps_per_level, unroll=_resolve_unroll(unroll))
 
         return pairs
 

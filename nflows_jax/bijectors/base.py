@@ -122,7 +122,7 @@ def _carry_dtype(x: Array, params: Params) -> jnp.dtype:
     return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
 
 
-def repeat(layer: Bijector, num_layers: int) -> Bijector:
+def repeat(layer: Bijector, num_layers: int, unroll: bool = False) -> Bijector:
     """``num_layers`` copies of ``layer`` with independent parameters, compiled once.
 
     ``init`` is a ``jax.lax.scan`` over split keys whose carry is the example batch: layer k is
@@ -132,6 +132,11 @@ def repeat(layer: Bijector, num_layers: int) -> Bijector:
     ``reverse=True``. The traced program holds one copy of the layer whatever ``num_layers``
     is, which keeps compile time flat in depth. Parameterless constants such as permutations belong
     inside ``layer`` (e.g. ``repeat(chain(coupling, reverse_permutation()), n)``).
+
+    ``unroll=True`` unrolls the forward and inverse scans (same params, same results): compile
+    time then grows with depth, but no loop is left. Use it for convolutional layers on CPU,
+    where XLA runs a convolution's kernel gradient inside a loop body about 30× slower than
+    outside one (``benchmarks/glow.py``); the image architectures choose it per backend.
     """
     if isinstance(num_layers, bool) or not isinstance(num_layers, int | np.integer):
         raise TypeError(f"repeat needs an integer num_layers, got {show(num_layers)}")
@@ -157,7 +162,9 @@ def repeat(layer: Bijector, num_layers: int) -> Bijector:
 
         x = x.astype(_carry_dtype(x, params))
         init_carry = (x, jnp.zeros(x.shape[:1], x.dtype))
-        (x, total), _ = jax.lax.scan(body, init_carry, params, length=num_layers, reverse=reverse)
+        (x, total), _ = jax.lax.scan(
+            body, init_carry, params, length=num_layers, reverse=reverse, unroll=unroll
+        )
         return x, total
 
     def forward(params, x, context=None):
