@@ -374,6 +374,7 @@ def run_k(steps_per_level: int, batches, args) -> list[dict]:
         hidden=HIDDEN,
         num_blocks=NUM_BLOCKS,
         seed=SEED,
+        unroll=False,  # the scan itself: on CPU the library's default unrolls (BENCHMARKS.md)
     )
     flow = flows.Flow(flows.standard_normal(IMAGE), scan_bijector)
     scan_params = block(flows.init(flow, key, batches[0]))
