@@ -77,7 +77,8 @@ def build_core(args: argparse.Namespace, shape: tuple[int, int, int]):
                 for parity in (0, 1)
             )
         )
-        return invert(repeat_layers(pair, args.steps))
+        # Unrolled on CPU, as the multi-scale architectures are (see nflows_jax.bijectors.repeat).
+        return invert(repeat_layers(pair, args.steps, unroll=jax.default_backend() == "cpu"))
     raise ValueError(f"unknown model {args.model!r}")
 
 
