@@ -199,6 +199,30 @@ def _unstack(params, num_layers: int):
     return tuple(jax.tree_util.tree_map(lambda p: p[i], params) for i in range(num_layers))
 
 
+def _assert_same_map(name, actual, expected, x, steps, amplification) -> None:
+    """Two programs doing the same float32 arithmetic in another order or fusion: each is within
+    one evaluation's rounding allowance of the exact map (amplified by its Jacobian), so they
+    differ by at most twice it. ``actual``/``expected`` are (values (B, D), log-dets (B,))."""
+    assert_within_rounding(
+        name,
+        actual[0],
+        expected[0],
+        2 * steps,
+        jnp.float32,
+        amplification[:, None],
+        np.abs(np.asarray(x)) + np.abs(expected[0]),
+    )
+    assert_within_rounding(
+        f"{name} log-det",
+        actual[1],
+        expected[1],
+        2 * steps,
+        jnp.float32,
+        amplification,
+        DIM + np.abs(expected[1]),
+    )
+
+
 def test_repeat_equals_the_same_layers_unrolled():
     num_layers, context = 4, _context()
     layer = chain(affine_coupling(DIM, HIDDEN, context_size=CONTEXT), reverse_permutation())
@@ -218,29 +242,10 @@ def test_repeat_equals_the_same_layers_unrolled():
             for name in ("forward", "inverse")
         }
 
-    # The two programs do the same arithmetic in another order and fusion: each is within the
-    # rounding allowance of the exact map (amplified by its Jacobian), so they differ by twice it.
     steps = rounding_steps(repeated.forward, params, x, context)
     amplification = jacobian_amplification(repeated.forward, params, x, context)
     for name, (actual, expected) in both(params).items():
-        assert_within_rounding(
-            name,
-            actual[0],
-            expected[0],
-            2 * steps,
-            jnp.float32,
-            amplification[:, None],
-            np.abs(np.asarray(x)) + np.abs(expected[0]),
-        )
-        assert_within_rounding(
-            f"{name} log-det",
-            actual[1],
-            expected[1],
-            2 * steps,
-            jnp.float32,
-            amplification,
-            DIM + np.abs(expected[1]),
-        )
+        _assert_same_map(name, actual, expected, x, steps, amplification)
 
 
 def test_repeat_traces_its_layer_once_whatever_the_depth():
@@ -588,22 +593,4 @@ def test_repeat_unrolled_computes_what_the_scan_computes():
     for name in ("forward", "inverse"):
         expected = jax.jit(getattr(scanned, name))(params, x, context)
         actual = jax.jit(getattr(unrolled, name))(params, x, context)
-        # Two orderings of the same arithmetic: twice one evaluation's rounding allowance.
-        assert_within_rounding(
-            name,
-            actual[0],
-            expected[0],
-            2 * steps,
-            jnp.float32,
-            amplification[:, None],
-            np.abs(np.asarray(x)) + np.abs(expected[0]),
-        )
-        assert_within_rounding(
-            f"{name} log-det",
-            actual[1],
-            expected[1],
-            2 * steps,
-            jnp.float32,
-            amplification,
-            DIM + np.abs(expected[1]),
-        )
+        _assert_same_map(name, actual, expected, x, steps, amplification)
