@@ -43,6 +43,7 @@ import paramax
 from flowjax.bijections import Affine as FlowjaxAffine
 from flowjax.distributions import StandardNormal
 from flowjax.flows import coupling_flow
+from train_step import adam_step  # benchmarks/ is on sys.path when run as a script
 
 from nflows_jax import flows
 from nflows_jax.bijectors import chain, repeat, reverse_permutation
@@ -59,18 +60,6 @@ QUALITY_DATASETS = ("two_moons", "eight_gaussians", "checkerboard", "pinwheel")
 
 # A train step is (state, batch) -> (state, loss) where state is whatever the library needs.
 Setup = tuple[Callable, object]
-
-
-def adam_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    """The train step every library shares: (params, opt_state), x -> new state, loss."""
-
-    def step(state, x):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    return step
 
 
 def nflows_setup(num_layers: int, key: jax.Array) -> Setup:

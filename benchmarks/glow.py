@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from train_step import adam_step  # benchmarks/ is on sys.path when run as a script
 
 from nflows_jax import flows
 from nflows_jax.bijectors import architectures
@@ -110,16 +111,6 @@ def unstack_levels(params, steps_per_level: int, levels: int = LEVELS):
     if levels > 1:
         params[3] = unstack_levels(params[3], steps_per_level, levels - 1)
     return tuple(params)
-
-
-def adam_step(loss_fn: Callable, optimizer: optax.GradientTransformation) -> Callable:
-    def step(state, x):
-        params, opt_state = state
-        loss, grads = jax.value_and_grad(loss_fn)(params, x)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    return step
 
 
 def flow_step(bijector: Bijector) -> Callable:

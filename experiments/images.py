@@ -60,7 +60,7 @@ def load(dataset: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
         order = np.random.default_rng(0).permutation(len(images))
         return images[order[:1500]], images[order[1500:]]
     dirs = [data_dir] if data_dir else [SHARED_DATA / dataset, SHARED_DATA]
-    return (load_dataset(dataset, split, dirs).images for split in ("train", "test"))
+    return tuple(load_dataset(dataset, split, dirs).images for split in ("train", "test"))
 
 
 def build_core(args: argparse.Namespace, shape: tuple[int, int, int]):

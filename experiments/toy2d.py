@@ -163,16 +163,21 @@ def plot(results, models: dict[str, Model], datasets, args, out: Path) -> None:
         figures["densities"][1][row, 0].set_ylabel(dataset, fontsize=8)
         figures["samples"][1][row, 0].set_ylabel(dataset, fontsize=8)
     for name, (fig, axes) in figures.items():
-        for ax in axes.ravel():
-            ax.set_xlim(-PLOT_LIMIT, PLOT_LIMIT)
-            ax.set_ylim(-PLOT_LIMIT, PLOT_LIMIT)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_aspect("equal")
+        _square_panels(axes)
         fig.suptitle(f"toy 2-D {name} (titles: test log-likelihood, nats)", fontsize=9)
         fig.tight_layout()
         fig.savefig(out / f"{name}.png", dpi=110)
         plt.close(fig)
+
+
+def _square_panels(axes) -> None:
+    """Every panel shows the same square [-PLOT_LIMIT, PLOT_LIMIT]², without ticks."""
+    for ax in axes.ravel():
+        ax.set_xlim(-PLOT_LIMIT, PLOT_LIMIT)
+        ax.set_ylim(-PLOT_LIMIT, PLOT_LIMIT)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_aspect("equal")
 
 
 def plot_demo(results, model: Model, datasets, args, out: Path) -> Path:
@@ -204,12 +209,7 @@ def plot_demo(results, model: Model, datasets, args, out: Path) -> Path:
         )
     for row, label in enumerate(["data", "learnt density", "flow samples"]):
         axes[row, 0].set_ylabel(label, fontsize=11)
-    for ax in axes.ravel():
-        ax.set_xlim(-PLOT_LIMIT, PLOT_LIMIT)
-        ax.set_ylim(-PLOT_LIMIT, PLOT_LIMIT)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_aspect("equal")
+    _square_panels(axes)
     fig.suptitle(
         f"RealNVP ({args.layers} affine couplings, {args.steps} Adam steps) fitted by maximum "
         "likelihood",
