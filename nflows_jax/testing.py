@@ -175,12 +175,6 @@ def batch_jacobian(transform: Transform, params: Params, x: Array, context=None)
     return np.asarray(jacobian, np.float64).reshape(batch, size, batch, size)
 
 
-def jacobian_log_det(transform: Transform, params: Params, x: Array, context=None) -> Array:
-    """log|det J| of ``transform`` at each row of ``x`` by ``jax.jacfwd`` + ``slogdet``: (B,)."""
-    blocks = _diagonal_blocks(batch_jacobian(transform, params, x, context))
-    return jnp.asarray(np.linalg.slogdet(blocks)[1])
-
-
 def _diagonal_blocks(jacobian: np.ndarray) -> np.ndarray:
     rows = np.arange(jacobian.shape[0])
     return jacobian[rows, :, rows, :]  # (B, E, E)
@@ -533,10 +527,8 @@ def check_bijector(
             f"check_bijector needs x of shape (batch, *event) with batch >= 2 (rows must be "
             f"compared with each other); got shape {jnp.shape(x)}"
         )
-    dtype = {"float64": jnp.float64, "float32": jnp.float32}.get(precision)
     with _precision_context(precision):
-        if dtype is None:
-            raise ValueError(f"precision must be 'float64' or 'float32', got {precision!r}")
+        dtype = jnp.dtype(precision)
         x = jnp.asarray(x, dtype)
         context = None if context is None else _cast_floats(jnp.asarray(context), dtype)
         if params is None:
@@ -546,11 +538,12 @@ def check_bijector(
                 params = perturb(params, noise_key, perturbation)
         else:
             params = _cast_floats(params, dtype)
-        _check_all(bijector, params, x, context, float(jnp.finfo(dtype).eps), check_jacobian)
+        _check_all(bijector, params, x, context, check_jacobian)
     return params
 
 
-def _check_all(bijector, params, x, context, eps: float, check_jacobian: bool) -> None:
+def _check_all(bijector, params, x, context, check_jacobian: bool) -> None:
+    eps = float(jnp.finfo(x.dtype).eps)
     _check_shapes("forward", bijector.forward, params, x, context)
     y, forward_log_det = jax.jit(bijector.forward)(params, x, context)
     _check_shapes("inverse", bijector.inverse, params, y, context)
