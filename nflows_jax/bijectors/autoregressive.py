@@ -29,6 +29,7 @@ Params: the MADE's flax params dict.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +53,71 @@ def inverted_transformer(transformer: Transformer) -> Transformer:
 def _float_dtype(x: Array) -> jnp.dtype:
     dtype = jnp.result_type(x)
     return dtype if jnp.issubdtype(dtype, jnp.floating) else jnp.result_type(float)
+
+
+class MadeConditioner(NamedTuple):
+    """The MADE of an autoregressive layer with its fixed degrees.
+
+    Attributes:
+      init: ``init(key, x, context) -> params`` (x (B, D); the first row fixes the shapes).
+      apply: ``apply(params, seen, context) -> theta`` of shape (B, D, P): the transformer params
+        of coordinate i from the coordinates of ``seen`` before i in the order.
+      degrees: the layer's ``MadeDegrees`` (numpy constants).
+    """
+
+    init: Callable[[PRNGKey, Array, Array | None], Params]
+    apply: Callable[[Params, Array, Array | None], Array]
+    degrees: MadeDegrees
+
+
+def _check_size(name: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(
+            f"masked_autoregressive: {name} must be an int >= {minimum}; got {show(value)}"
+        )
+
+
+def made_conditioner(
+    event_size: int,
+    params_per_entry: int,
+    hidden: Sequence[int] = (64, 64),
+    order: str | Sequence[int] = "natural",
+    hidden_degrees: str = "equal",
+    seed: int = 0,
+    context_size: int = 0,
+    residual: bool = False,
+    activation: Callable[[Array], Array] = jax.nn.relu,
+) -> MadeConditioner:
+    """The MADE conditioner shared by MAF, IAF and the distillation's Gaussian statistics.
+
+    Arguments as in :func:`masked_autoregressive`; ``params_per_entry`` is the transformer's P.
+    The output layer starts at zero, so theta = 0 and the layer is the identity at init.
+    """
+    _check_size("event_size", event_size, 1)
+    _check_size("context_size", context_size, 0)
+    hidden = tuple(hidden)
+    degrees = made_degrees(event_size, hidden, order, hidden_degrees, key=jax.random.PRNGKey(seed))
+    degrees = MadeDegrees(jax.device_get(degrees.inputs), tuple(jax.device_get(degrees.hidden)))
+
+    def made(dtype) -> MADE:
+        return MADE(
+            event_size,
+            hidden,
+            params_per_entry,
+            context_size=context_size,
+            residual=residual,
+            activation=activation,
+            param_dtype=dtype,
+        )
+
+    def init(key: PRNGKey, x: Array, context: Array | None) -> Params:
+        first_context = None if context is None else context[:1]
+        return made(_float_dtype(x)).init(key, x[:1], degrees, first_context)["params"]
+
+    def apply(params: Params, seen: Array, context: Array | None) -> Array:
+        return made(_float_dtype(seen)).apply({"params": params}, seen, degrees, context)
+
+    return MadeConditioner(init, apply, degrees)
 
 
 def masked_autoregressive(
@@ -81,30 +147,19 @@ def masked_autoregressive(
       residual: residual hidden layers in the MADE (equal widths).
       activation: the MADE's hidden activation.
     """
-    if isinstance(event_size, bool) or not isinstance(event_size, int) or event_size < 1:
-        raise ValueError(
-            f"masked_autoregressive: event_size must be an int >= 1; got {show(event_size)}"
-        )
-    if isinstance(context_size, bool) or not isinstance(context_size, int) or context_size < 0:
-        raise ValueError(
-            f"masked_autoregressive: context_size must be an int >= 0; got {show(context_size)}"
-        )
     transformer = affine_transformer() if transformer is None else transformer
-    hidden = tuple(hidden)
-    degrees = made_degrees(event_size, hidden, order, hidden_degrees, key=jax.random.PRNGKey(seed))
-    degrees = MadeDegrees(jax.device_get(degrees.inputs), tuple(jax.device_get(degrees.hidden)))
-    input_degrees = jnp.asarray(degrees.inputs)
-
-    def made(dtype) -> MADE:
-        return MADE(
-            event_size,
-            hidden,
-            transformer.params_per_entry,
-            context_size=context_size,
-            residual=residual,
-            activation=activation,
-            param_dtype=dtype,
-        )
+    conditioner = made_conditioner(
+        event_size,
+        transformer.params_per_entry,
+        hidden,
+        order,
+        hidden_degrees,
+        seed,
+        context_size,
+        residual,
+        activation,
+    )
+    input_degrees = jnp.asarray(conditioner.degrees.inputs)
 
     def check(x: Array, context: Array | None, name: str) -> None:
         if jnp.ndim(x) != 2 or x.shape[1] != event_size:
@@ -119,14 +174,9 @@ def masked_autoregressive(
                 f"{jnp.shape(context)[-1]} to condition on it"
             )
 
-    def theta(params: Params, seen: Array, context: Array | None) -> Array:
-        return made(_float_dtype(seen)).apply({"params": params}, seen, degrees, context)
-
     def init(key: PRNGKey, x: Array, context: Array | None = None) -> Params:
         check(x, context, "x")
-        x = x.astype(_float_dtype(x))
-        first_context = None if context is None else context[:1]
-        return made(x.dtype).init(key, x[:1], degrees, first_context)["params"]
+        return conditioner.init(key, x, context)
 
     def forward(params: Params, x: Array, context: Array | None = None):
         """Sampling direction: y = tau(x; made(y)), solved coordinate by coordinate."""
@@ -135,7 +185,7 @@ def masked_autoregressive(
 
         def step(t, carry):
             y, log_det = carry
-            y_t, log_det_t = transformer.forward(x, theta(params, y, context))
+            y_t, log_det_t = transformer.forward(x, conditioner.apply(params, y, context))
             filled = input_degrees == t + 1  # the coordinates of degree t + 1 are now known
             return jnp.where(filled, y_t, y), jnp.where(filled, log_det_t, log_det)
 
@@ -147,7 +197,7 @@ def masked_autoregressive(
         """Density direction: x = tau⁻¹(y; made(y)) in one pass."""
         check(y, context, "y")
         y = y.astype(_float_dtype(y))
-        x, log_det = transformer.inverse(y, theta(params, y, context))
+        x, log_det = transformer.inverse(y, conditioner.apply(params, y, context))
         return x, jnp.sum(log_det, axis=1)
 
     return Bijector(init, forward, inverse)
@@ -185,4 +235,10 @@ def inverse_autoregressive(
     )
 
 
-__all__ = ["inverse_autoregressive", "inverted_transformer", "masked_autoregressive"]
+__all__ = [
+    "MadeConditioner",
+    "inverse_autoregressive",
+    "inverted_transformer",
+    "made_conditioner",
+    "masked_autoregressive",
+]
