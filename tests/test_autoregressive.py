@@ -17,6 +17,7 @@ import pytest
 from nflows_jax import flows
 from nflows_jax.bijectors import chain, random_permutation, repeat, reverse_permutation
 from nflows_jax.bijectors.autoregressive import inverse_autoregressive, masked_autoregressive
+from nflows_jax.bijectors.spline import rational_quadratic_spline
 from nflows_jax.models.made import bernoulli_made, ensemble_log_prob, gaussian_autoregressive
 from nflows_jax.nets.made import connectivity, made_degrees
 from nflows_jax.testing import assert_moments_match, batch_jacobian, check_bijector, perturb
@@ -34,6 +35,15 @@ def _x(shape, seed=0):
 def test_layer_satisfies_the_bijector_contract(kind, order):
     layer = LAYERS[kind](4, hidden=(16, 16), order=order, hidden_degrees="random", seed=3)
     check_bijector(layer, _x((3, 4)), key=jax.random.PRNGKey(1))
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_spline_layer_satisfies_the_bijector_contract(kind):
+    # x reaches past the spline's bound of 1.5, so both tails and the interior are checked.
+    layer = LAYERS[kind](3, rational_quadratic_spline(num_bins=4, bound=1.5), hidden=(12,))
+    x = 2.0 * _x((3, 3), seed=8)
+    assert float(jnp.max(jnp.abs(x))) > 1.5
+    check_bijector(layer, x, key=jax.random.PRNGKey(9), perturbation=0.5)
 
 
 @pytest.mark.parametrize("kind", sorted(LAYERS))

@@ -1,5 +1,9 @@
 """Coupling layers on NHWC images (RealNVP's masks), with a convolutional ResNet conditioner.
 
+``image_coupling`` takes any elementwise :class:`~nflows_jax.bijectors.transformers.Transformer`
+(``image_affine_coupling`` and ``image_spline_coupling`` are it with the affine transformer and
+the rational-quadratic spline).
+
 The event of ``x`` (B, H, W, C) is split by a static boolean mask ``m`` into kept entries
 (``m = 1``) and changed ones (``m = 0``). A :class:`~nflows_jax.nets.resnet.ConvResNet` sees the
 masked image ``x · m`` and outputs, at every entry, a shift ``t`` (and a log-scale ``s``); only
@@ -9,7 +13,7 @@ the changed entries use them::
     affine:    y = x·m + (1 - m)·(x·exp(s(x·m)) + t(x·m))   log-det = sum over m = 0 of s
 
 with ``s = max_log_scale * tanh(raw / max_log_scale)``, the bound of
-``nflows_jax.bijectors.coupling.affine_coupling``. The blend is computed with ``jnp.where``
+``nflows_jax.bijectors.transformers.affine_transformer``. The blend is computed with ``jnp.where``
 rather than arithmetic, so kept entries pass through bitwise (``x · 1 + 0`` would turn ``-0.0``
 into ``0.0``) and their derivatives with respect to the changed entries are exactly zero.
 
@@ -37,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from nflows_jax.bijectors.base import Array, Bijector, Params, PRNGKey, sum_event
-from nflows_jax.bijectors.coupling import bounded_log_scale
+from nflows_jax.bijectors.spline import rational_quadratic_spline
+from nflows_jax.bijectors.transformers import Transformer, affine_transformer
 from nflows_jax.formatting import show
 from nflows_jax.nets.resnet import ConvResNet
 
@@ -182,6 +187,74 @@ def image_additive_coupling(
     return Bijector(init, forward, inverse)
 
 
+def _image_coupling(
+    layer: str,
+    channels: int,
+    transformer: Transformer,
+    hidden: int,
+    num_blocks: int,
+    mask: str,
+    parity: int,
+) -> Bijector:
+    if not isinstance(transformer, Transformer):
+        raise TypeError(f"{layer} needs a Transformer, got {type(transformer).__name__}")
+    params_per_entry = transformer.params_per_entry
+    conditioner = _conditioner(layer, channels, hidden, num_blocks, mask, parity, params_per_entry)
+
+    def theta(params: Params, x: Array, kept: np.ndarray) -> Array:
+        out = conditioner.apply(params, x, kept)  # (B, H, W, P·C), P blocks of C channels
+        return jnp.moveaxis(out.reshape(*out.shape[:3], params_per_entry, channels), 3, 4)
+
+    def changed_sum(log_derivative: Array, kept: np.ndarray) -> Array:
+        return sum_event(jnp.where(kept, jnp.zeros((), log_derivative.dtype), log_derivative))
+
+    def init(key: PRNGKey, x: Array, context: Array | None = None) -> Params:
+        conditioner.kept_mask(x, "x", context)
+        return conditioner.init(key, x)
+
+    def forward(params: Params, x: Array, context: Array | None = None):
+        kept = conditioner.kept_mask(x, "x", context)
+        y, log_dy_dx = transformer.forward(x, theta(params, x, kept))
+        return jnp.where(kept, x, y), changed_sum(log_dy_dx, kept)
+
+    def inverse(params: Params, y: Array, context: Array | None = None):
+        kept = conditioner.kept_mask(y, "y", context)
+        x, log_dx_dy = transformer.inverse(y, theta(params, y, kept))
+        return jnp.where(kept, y, x), changed_sum(log_dx_dy, kept)
+
+    return Bijector(init, forward, inverse)
+
+
+def image_coupling_layer(
+    channels: int,
+    transformer: Transformer,
+    hidden: int = 64,
+    num_blocks: int = 2,
+    mask: str = "channel",
+    parity: int = 0,
+) -> Bijector:
+    """A coupling ``y = x·m + (1 - m)·tau(x; theta(x·m))`` on NHWC (B, H, W, C), any transformer.
+
+    The ConvResNet outputs (B, H, W, P·C) at ``x·m``, ``P = transformer.params_per_entry``, laid
+    out in P blocks of C channels and rearranged to ``theta`` of shape (B, H, W, C, P). The
+    transformer runs on every entry; the kept ones are then copied from ``x`` by ``jnp.where``.
+
+    Args:
+      channels: C (>= 2 for the channel mask, >= 1 for the checkerboard).
+      transformer: a :class:`~nflows_jax.bijectors.transformers.Transformer`.
+      hidden: channels of the ConvResNet conditioner's hidden feature maps.
+      num_blocks: residual blocks of the conditioner.
+      mask: ``"channel"`` or ``"checkerboard"`` (see the module docstring).
+      parity: 0 or 1, which half of the mask is kept.
+
+    The log-det, shape (B,), is the sum of the transformer's log-derivatives over the changed
+    entries.
+    """
+    name = getattr(transformer, "name", "?")
+    layer = f"image_coupling_layer({name})"
+    return _image_coupling(layer, channels, transformer, hidden, num_blocks, mask, parity)
+
+
 def image_affine_coupling(
     channels: int,
     hidden: int = 64,
@@ -192,7 +265,8 @@ def image_affine_coupling(
 ) -> Bijector:
     """RealNVP's affine coupling ``y = x·m + (1 - m)·(x·exp(s) + t)`` on NHWC (B, H, W, C).
 
-    ``s`` and ``t`` are the two halves of the ConvResNet's (B, H, W, 2C) output at ``x·m``.
+    ``t`` and ``s`` are the two halves of the ConvResNet's (B, H, W, 2C) output at ``x·m``: the
+    :func:`image_coupling` of ``affine_transformer(max_log_scale)``.
 
     Args:
       channels: C (>= 2 for the channel mask, >= 1 for the checkerboard).
@@ -209,32 +283,29 @@ def image_affine_coupling(
     layer = "image_affine_coupling"
     if not (isinstance(max_log_scale, int | float) and max_log_scale > 0):
         raise ValueError(f"{layer}: max_log_scale must be a number > 0; got {show(max_log_scale)}")
-    conditioner = _conditioner(layer, channels, hidden, num_blocks, mask, parity, 2)
+    transformer = affine_transformer(max_log_scale)
+    return _image_coupling(layer, channels, transformer, hidden, num_blocks, mask, parity)
 
-    def shift_and_log_scale(params: Params, x: Array, kept: np.ndarray) -> tuple[Array, Array]:
-        out = conditioner.apply(params, x, kept)  # (B, H, W, 2C)
-        return out[..., :channels], bounded_log_scale(out[..., channels:], max_log_scale)
 
-    def changed_sum(log_scale: Array, kept: np.ndarray) -> Array:
-        return sum_event(jnp.where(kept, jnp.zeros((), log_scale.dtype), log_scale))
+def image_spline_coupling(
+    channels: int,
+    hidden: int = 64,
+    num_blocks: int = 2,
+    mask: str = "channel",
+    parity: int = 0,
+    num_bins: int = 8,
+    bound: float = 3.0,
+) -> Bijector:
+    """A neural-spline coupling on NHWC (B, H, W, C): each changed entry goes through a monotone
+    rational-quadratic spline on ``[-bound, bound]`` (identity outside), the
+    :func:`image_coupling` of ``rational_quadratic_spline(num_bins, bound)``.
 
-    def init(key: PRNGKey, x: Array, context: Array | None = None) -> Params:
-        conditioner.kept_mask(x, "x", context)
-        return conditioner.init(key, x)
-
-    def forward(params: Params, x: Array, context: Array | None = None):
-        kept = conditioner.kept_mask(x, "x", context)
-        shift, log_scale = shift_and_log_scale(params, x, kept)
-        y = jnp.where(kept, x, x * jnp.exp(log_scale) + shift)
-        return y, changed_sum(log_scale, kept)
-
-    def inverse(params: Params, y: Array, context: Array | None = None):
-        kept = conditioner.kept_mask(y, "y", context)
-        shift, log_scale = shift_and_log_scale(params, y, kept)
-        x = jnp.where(kept, y, (y - shift) * jnp.exp(-log_scale))
-        return x, -changed_sum(log_scale, kept)
-
-    return Bijector(init, forward, inverse)
+    The ConvResNet outputs ``(3·num_bins - 1)·C`` channels. Other arguments as
+    :func:`image_affine_coupling`.
+    """
+    layer = "image_spline_coupling"
+    transformer = rational_quadratic_spline(num_bins, bound)
+    return _image_coupling(layer, channels, transformer, hidden, num_blocks, mask, parity)
 
 
 __all__ = [
@@ -243,4 +314,6 @@ __all__ = [
     "checkerboard_mask",
     "image_additive_coupling",
     "image_affine_coupling",
+    "image_coupling_layer",
+    "image_spline_coupling",
 ]
