@@ -3,11 +3,14 @@
 The model is ``nflows_jax.bijectors.glow((28, 28, 1), levels=2, steps_per_level=K, hidden=64,
 num_blocks=1)``: 28×28×1 -> squeeze 14×14×4 -> K steps -> split prior -> 14×14×2 -> squeeze
 7×7×8 -> K steps, each step actnorm, LU 1×1 conv and an affine coupling with a one-block
-ConvResNet conditioner of 64 channels. Three variants of the same train step (loss = mean
+ConvResNet conditioner of 64 channels. Four variants of the same train step (loss = mean
 negative ``flows.log_prob`` of a standard-normal ``flows.Flow`` on a batch of 64, Adam via optax,
 ``jax.jit`` with the params and optimiser state donated):
 
-  scan      the library's ``glow``: the K steps of a level are one ``repeat`` (one lax.scan).
+  scan      ``glow(..., unroll=False)``: the K steps of a level are one ``repeat`` (one
+            lax.scan).
+  default   ``glow(...)`` as users get it (``unroll=None``): the same scan, unrolled by XLA on
+            the CPU backend (a convolution's gradient is ~30x slower inside a loop body there).
   unrolled  the same layers with each level's ``repeat(step, K)`` replaced by
             ``chain(*[step] * K)`` (a Python loop XLA sees unrolled). Its params are the scan
             model's, unstacked into K-tuples, so both start from the same values; the first-step
@@ -367,8 +370,18 @@ def run_k(steps_per_level: int, batches, args) -> list[dict]:
         seed=SEED,
         unroll=False,  # the scan itself: on CPU the library's default unrolls (BENCHMARKS.md)
     )
+    # The library's default, unroll=None: the same scan, unrolled on the CPU backend only.
+    default_bijector = architectures.glow(
+        IMAGE,
+        levels=LEVELS,
+        steps_per_level=steps_per_level,
+        hidden=HIDDEN,
+        num_blocks=NUM_BLOCKS,
+        seed=SEED,
+    )
     flow = flows.Flow(flows.standard_normal(IMAGE), scan_bijector)
     scan_params = block(flows.init(flow, key, batches[0]))
+    default_params = block(jax.tree_util.tree_map(jnp.copy, scan_params))
     # Fresh buffers: the scan row donates its params, and the unstacking keeps unstacked leaves.
     unrolled_params = block(
         jax.tree_util.tree_map(jnp.copy, unstack_levels(scan_params, steps_per_level))
@@ -376,6 +389,10 @@ def run_k(steps_per_level: int, batches, args) -> list[dict]:
     optimizer = optax.adam(LEARNING_RATE)
     setups = {
         "scan": (flow_step(scan_bijector), (scan_params, optimizer.init(scan_params))),
+        "default": (
+            flow_step(default_bijector),
+            (default_params, optimizer.init(default_params)),
+        ),
         "unrolled": (
             flow_step(glow_unrolled(steps_per_level)),
             (unrolled_params, optimizer.init(unrolled_params)),
@@ -410,7 +427,7 @@ def run_k(steps_per_level: int, batches, args) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps-per-level", type=int, nargs="+", default=[4, 8, 16])
-    parser.add_argument("--variants", nargs="+", default=["scan", "unrolled", "floor"])
+    parser.add_argument("--variants", nargs="+", default=["scan", "default", "unrolled", "floor"])
     parser.add_argument("--target-s", type=float, default=8.0, help="timed seconds per row")
     parser.add_argument("--quick", action="store_true", help="tiny smoke run")
     parser.add_argument(
