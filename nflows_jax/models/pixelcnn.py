@@ -1,0 +1,324 @@
+"""PixelCNN (van den Oord et al. 2016a) and Gated PixelCNN (van den Oord et al. 2016b).
+
+Both model an integer image x (B, H, W, G) in raster order, channel groups in order within a
+pixel, ``log p(x) = sum_{i, j, g} log p(x_ijg | earlier entries)``; the network computes every
+conditional in one parallel pass, and a :class:`~nflows_jax.models.likelihoods.DiscreteLikelihood`
+(Bernoulli, 256-way softmax, discretised logistic mixture) turns its K outputs per entry into
+probabilities.
+
+* :class:`PixelCNNNet`: a 7×7 mask-A convolution, then residual 3×3 mask-B layers, then two 1×1
+  mask-B layers. Stacked masked 3×3 kernels leave a *blind spot*: the pixels up and to the right
+  beyond a diagonal never reach the output, however deep the stack.
+* :class:`GatedPixelCNNNet`: a vertical stack (kernels over the rows above) and a horizontal
+  stack (the current row, left of the pixel), the vertical one feeding the horizontal one shifted
+  down by a row, gated ``tanh(a) · sigmoid(b)`` units and an optional class-conditional bias. It
+  has no blind spot. One channel group only (grey or binary images).
+
+:func:`image_autoregressive` wraps either network and a likelihood into ``init`` / ``log_prob``
+/ ``sample``; :func:`receptive_field` finds by gradients which inputs reach an output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nflows_jax.formatting import show
+from nflows_jax.models.likelihoods import DiscreteLikelihood
+from nflows_jax.nets.masked_conv import MaskedConv2D
+
+Array = jax.Array
+
+
+class PixelCNNNet(nn.Module):
+    """(B, H, W, G) inputs in [-1, 1] -> (B, H, W, G, K) outputs, causal in raster order.
+
+    Attributes:
+      features: hidden channels (a multiple of ``groups``).
+      num_layers: residual 3×3 mask-B layers after the first 7×7 mask-A layer.
+      outputs_per_entry: K.
+      groups: channel groups (image channels: 3 for RGB, 1 for grey / binary).
+      first_kernel: the mask-A kernel size (odd).
+      num_classes: > 0 adds a learned per-class bias to every hidden layer (context one-hot).
+    """
+
+    features: int = 64
+    num_layers: int = 6
+    outputs_per_entry: int = 1
+    groups: int = 1
+    first_kernel: int = 7
+    num_classes: int = 0
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, context: Array | None = None) -> Array:
+        _check_context(self.num_classes, x, context)
+        conv = _masked_conv_factory(self.groups, self.param_dtype)
+        h = conv(self.features, self.first_kernel, "A")(x)
+        h = h + _class_bias(self.num_classes, self.features, context, self.param_dtype)
+        for _ in range(self.num_layers):
+            update = conv(self.features, 3, "B")(nn.relu(h))
+            h = h + update + _class_bias(self.num_classes, self.features, context, self.param_dtype)
+        h = conv(self.features, 1, "B")(nn.relu(h))
+        out = conv(self.groups * self.outputs_per_entry, 1, "B")(nn.relu(h))
+        return out.reshape(*x.shape, self.outputs_per_entry)
+
+
+def _masked_conv_factory(groups: int, param_dtype) -> Callable[[int, int, str], MaskedConv2D]:
+    def make(features: int, kernel: int, mask_type: str) -> MaskedConv2D:
+        return MaskedConv2D(features, (kernel, kernel), mask_type, groups, param_dtype=param_dtype)
+
+    return make
+
+
+def _check_context(num_classes: int, x: Array, context: Array | None) -> None:
+    if jnp.ndim(x) != 4:
+        raise ValueError(f"image models need x of shape (B, H, W, G); got {jnp.shape(x)}")
+    expected = None if num_classes == 0 else (x.shape[0], num_classes)
+    got = None if context is None else jnp.shape(context)
+    if got != expected:
+        raise ValueError(
+            f"built with num_classes={num_classes}: context must be "
+            f"{'None' if expected is None else f'one-hot of shape {expected}'}; got "
+            f"{'None' if got is None else f'shape {got}'}"
+        )
+
+
+def _class_bias(num_classes: int, features: int, context: Array | None, param_dtype) -> Array:
+    """A learned bias per class, broadcast over H and W: (B, 1, 1, features), or 0."""
+    if num_classes == 0:
+        return jnp.zeros((), param_dtype)
+    bias = nn.Dense(features, use_bias=False, param_dtype=param_dtype)(context)
+    return bias[:, None, None, :]
+
+
+def _shift_down(x: Array) -> Array:
+    """Row i gets row i-1 (row 0 gets zeros): what was above is now level with the pixel."""
+    return jnp.pad(x, ((0, 0), (1, 0), (0, 0), (0, 0)))[:, :-1]
+
+
+def _shift_right(x: Array) -> Array:
+    """Column j gets column j-1 (column 0 gets zeros)."""
+    return jnp.pad(x, ((0, 0), (0, 0), (1, 0), (0, 0)))[:, :, :-1]
+
+
+class GatedPixelCNNNet(nn.Module):
+    """Gated PixelCNN: (B, H, W, 1) in [-1, 1] -> (B, H, W, 1, K), no blind spot.
+
+    Layer by layer (``k = kernel``): the vertical stack is a (k//2 + 1) × k convolution over the
+    rows at and above the current one; the horizontal stack a 1 × (k//2 + 1) convolution over the
+    current row up to the current pixel, plus a 1×1 projection of the vertical features shifted
+    down one row (so the horizontal stack only learns about the rows above from rows strictly
+    above; the vertical features themselves may see the current row, they never reach the output
+    directly). In the first layer the horizontal input is shifted right by one pixel, so no
+    output sees its own pixel. Gates are
+    ``tanh(a) · sigmoid(b)``; the horizontal stack is residual after the first layer.
+
+    Attributes:
+      features: channels of both stacks.
+      num_layers: gated layers (the first included).
+      outputs_per_entry: K.
+      kernel: odd kernel width k.
+      num_classes: > 0 adds a class-conditional bias inside every gate.
+    """
+
+    features: int = 64
+    num_layers: int = 8
+    outputs_per_entry: int = 1
+    kernel: int = 5
+    num_classes: int = 0
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, context: Array | None = None) -> Array:
+        _check_context(self.num_classes, x, context)
+        if x.shape[-1] != 1:
+            raise ValueError(
+                f"GatedPixelCNNNet models one channel group (grey or binary images); got "
+                f"{x.shape[-1]} channels. Use PixelCNNNet(groups=...) for colour."
+            )
+        if self.kernel % 2 == 0 or self.kernel < 3:
+            raise ValueError(f"GatedPixelCNNNet needs an odd kernel >= 3; got {show(self.kernel)}")
+        half = self.kernel // 2
+        f = self.features
+        dtype = self.param_dtype
+
+        def conv(features, size, name):
+            return nn.Conv(features, size, padding="VALID", param_dtype=dtype, name=name)
+
+        def vertical_conv(h, layer):
+            # Output row i reads rows i - half .. i (all columns within the kernel).
+            padded = jnp.pad(h, ((0, 0), (half, 0), (half, half), (0, 0)))
+            return conv(2 * f, (half + 1, self.kernel), f"vertical_{layer}")(padded)
+
+        def horizontal_conv(h, layer):
+            # Output column j reads columns j - half .. j of the same row.
+            padded = jnp.pad(h, ((0, 0), (0, 0), (half, 0), (0, 0)))
+            return conv(2 * f, (1, half + 1), f"horizontal_{layer}")(padded)
+
+        def gate(pre, layer, stack):
+            pre = pre + _gate_bias(
+                self.num_classes, 2 * f, context, dtype, f"{stack}_class_{layer}"
+            )
+            return jnp.tanh(pre[..., :f]) * jax.nn.sigmoid(pre[..., f:])
+
+        vertical, horizontal = x, _shift_right(x)
+        for layer in range(self.num_layers):
+            vertical_pre = vertical_conv(vertical, layer)
+            link = nn.Dense(2 * f, param_dtype=dtype, name=f"link_{layer}")(
+                _shift_down(vertical_pre)
+            )
+            horizontal_pre = horizontal_conv(horizontal, layer) + link
+            vertical = gate(vertical_pre, layer, "vertical")
+            update = nn.Dense(f, param_dtype=dtype, name=f"residual_{layer}")(
+                gate(horizontal_pre, layer, "horizontal")
+            )
+            horizontal = update if layer == 0 else horizontal + update
+        h = nn.relu(nn.Dense(f, param_dtype=dtype, name="head_0")(nn.relu(horizontal)))
+        out = nn.Dense(self.outputs_per_entry, param_dtype=dtype, name="head_1")(h)
+        return out.reshape(*x.shape, self.outputs_per_entry)
+
+
+def _gate_bias(num_classes, features, context, dtype, name) -> Array:
+    if num_classes == 0:
+        return jnp.zeros((), dtype)
+    return nn.Dense(features, use_bias=False, param_dtype=dtype, name=name)(context)[:, None, None]
+
+
+class ImageAutoregressive(NamedTuple):
+    """An autoregressive image model (build with :func:`image_autoregressive`).
+
+    Attributes:
+      init: ``init(key, x, context=None) -> params``; x (B, H, W, G) ints.
+      outputs: ``outputs(params, x, context=None) -> (B, H, W, G, K)``, one parallel pass.
+      log_prob: ``log_prob(params, x, context=None) -> (B,)`` in nats.
+      sample: ``sample(params, key, num_samples, context=None) -> (N, H, W, G)`` int32, the naive
+        loop: one full network pass per entry (H·W·G passes).
+      likelihood: the per-entry likelihood.
+      image_shape: (H, W, G).
+    """
+
+    init: Callable
+    outputs: Callable
+    log_prob: Callable
+    sample: Callable
+    likelihood: DiscreteLikelihood
+    image_shape: tuple[int, int, int]
+
+
+def scale_levels(x: Array, num_levels: int) -> Array:
+    """Integer levels 0..L-1 -> floats in [-1, 1], the networks' input."""
+    return 2.0 * x.astype(jnp.float32) / (num_levels - 1) - 1.0
+
+
+def entry_key(key: jax.Array, index: Array) -> jax.Array:
+    """The key of raster entry ``index`` (row-major over H, W, G): one key per entry, so any
+    sampling loop that visits the entries draws the same values from the same key."""
+    return jax.random.fold_in(key, index)
+
+
+def image_autoregressive(
+    network: nn.Module, likelihood: DiscreteLikelihood, image_shape: tuple[int, int, int]
+) -> ImageAutoregressive:
+    """Combine a causal network (PixelCNNNet / GatedPixelCNNNet) and a likelihood.
+
+    The network's ``outputs_per_entry`` must equal ``likelihood.params_per_entry``.
+    """
+    if network.outputs_per_entry != likelihood.params_per_entry:
+        raise ValueError(
+            f"the network gives {network.outputs_per_entry} outputs per entry but the "
+            f"{likelihood.name} likelihood needs {likelihood.params_per_entry}"
+        )
+    image_shape = tuple(int(s) for s in image_shape)
+    height, width, groups = image_shape
+    levels = likelihood.num_levels
+
+    def check(x: Array) -> None:
+        if tuple(jnp.shape(x)[1:]) != image_shape or jnp.ndim(x) != 4:
+            raise ValueError(
+                f"x must have shape (B, {height}, {width}, {groups}); got {jnp.shape(x)}"
+            )
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            raise ValueError(
+                f"x must hold integer levels 0..{levels - 1} (got {jnp.result_type(x)}); "
+                f"quantise first"
+            )
+
+    def init(key, x, context=None):
+        check(x)
+        return network.init(key, scale_levels(x[:1], levels), _first(context))["params"]
+
+    def outputs(params, x, context=None):
+        check(x)
+        return network.apply({"params": params}, scale_levels(x, levels), context)
+
+    def log_prob(params, x, context=None):
+        per_entry = likelihood.log_prob(outputs(params, x, context), x)
+        return jnp.sum(per_entry.reshape(x.shape[0], -1), axis=1)
+
+    def sample(params, key, num_samples, context=None):
+        def step(index, x):
+            i, rest = jnp.divmod(index, width * groups)
+            j, g = jnp.divmod(rest, groups)
+            out = outputs(params, x, context)[:, i, j, g]  # (N, K)
+            value = likelihood.sample(entry_key(key, index), out)
+            return x.at[:, i, j, g].set(value)
+
+        x = jnp.zeros((num_samples, *image_shape), jnp.int32)
+        return jax.lax.fori_loop(0, height * width * groups, step, x)
+
+    return ImageAutoregressive(init, outputs, log_prob, sample, likelihood, image_shape)
+
+
+def _first(context: Array | None) -> Array | None:
+    return None if context is None else context[:1]
+
+
+def receptive_fields(
+    network_fn: Callable[[Array], Array], x: Array, num_probes: int = 4
+) -> np.ndarray:
+    """Which input entries reach the outputs at every pixel, found by gradients.
+
+    Args:
+      network_fn: ``x (B, H, W, C) float -> (B, H, W, ...)``.
+      x: a float batch (B, H, W, C) to probe at; ``num_probes`` random perturbations of it are
+        used too, so a unit that happens to be off at one point does not hide a path.
+
+    Returns:
+      (H, W, H, W, C) bool: ``[i, j]`` is True where d(sum of the outputs at pixel (i, j)) /
+      d input is nonzero for any probe and batch row. One reverse-mode Jacobian per probe.
+    """
+
+    def per_pixel(inputs):  # outputs summed over batch and channels: (H, W)
+        out = network_fn(inputs)
+        return jnp.sum(out.reshape(*out.shape[:3], -1), axis=(0, 3))
+
+    noise = jax.random.normal(jax.random.PRNGKey(0), (num_probes, *x.shape), x.dtype)
+    probes = jnp.concatenate([x[None], x[None] + 0.5 * noise])  # (1 + num_probes, B, H, W, C)
+    jacobians = jax.jit(jax.vmap(jax.jacrev(per_pixel)))(probes)  # (P, H, W, B, H, W, C)
+    return np.asarray(jnp.any(jacobians != 0, axis=(0, 3)))
+
+
+def receptive_field(
+    network_fn: Callable[[Array], Array], x: Array, position: tuple[int, int], num_probes: int = 4
+) -> np.ndarray:
+    """The inputs that reach pixel ``position = (i, j)``: (H, W, C) bool (see
+    :func:`receptive_fields`)."""
+    return receptive_fields(network_fn, x, num_probes)[position]
+
+
+__all__ = [
+    "GatedPixelCNNNet",
+    "ImageAutoregressive",
+    "PixelCNNNet",
+    "entry_key",
+    "image_autoregressive",
+    "receptive_field",
+    "receptive_fields",
+    "scale_levels",
+]
