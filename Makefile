@@ -47,6 +47,8 @@ test: lint
 bench: $(STAMP)
 	$(PY) benchmarks/flows_2d.py
 	$(PY) benchmarks/mcmc.py
+	$(PY) benchmarks/glow.py
+	$(PY) benchmarks/autoregressive.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
