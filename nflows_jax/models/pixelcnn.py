@@ -40,11 +40,14 @@ class PixelCNNNet(nn.Module):
 
     Attributes:
       features: hidden channels (a multiple of ``groups``).
-      num_layers: residual 3×3 mask-B layers after the first 7×7 mask-A layer.
+      num_layers: residual 3×3 mask-B layers after the first mask-A layer.
       outputs_per_entry: K.
       groups: channel groups (image channels: 3 for RGB, 1 for grey / binary).
       first_kernel: the mask-A kernel size (odd).
       num_classes: > 0 adds a learned per-class bias to every hidden layer (context one-hot).
+
+    ``__call__`` is the parallel pass. :meth:`at_pixel` evaluates the outputs of one pixel from
+    the window of inputs that can reach it (what cached sampling uses).
     """
 
     features: int = 64
@@ -55,18 +58,72 @@ class PixelCNNNet(nn.Module):
     num_classes: int = 0
     param_dtype: Any = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        conv = _masked_conv_factory(self.groups, self.param_dtype)
+        self.first = conv(self.features, self.first_kernel, "A")
+        self.hidden = [conv(self.features, 3, "B") for _ in range(self.num_layers)]
+        self.head_0 = conv(self.features, 1, "B")
+        self.head_1 = conv(self.groups * self.outputs_per_entry, 1, "B")
+        self.class_biases = [
+            nn.Dense(self.features, use_bias=False, param_dtype=self.param_dtype)
+            for _ in range(self.num_layers + 1 if self.num_classes else 0)
+        ]
+
+    def _class_bias(self, layer: int, context: Array | None) -> Array:
+        if not self.num_classes:
+            return jnp.zeros((), self.param_dtype)
+        return self.class_biases[layer](context)[:, None, None, :]
+
+    def _layers(self, x: Array, context: Array | None, window: bool, crop, keep) -> Array:
+        """The network, either 'SAME' (window=False) or on shrinking windows (window=True).
+
+        ``crop(h, rows, cols)`` trims a residual input to the shrunk window; ``keep(h)`` zeroes
+        the window positions outside the image (what 'SAME' padding sees there).
+        """
+        h = keep(self.first(x, window) + self._class_bias(0, context))
+        for layer, conv in enumerate(self.hidden):
+            update = conv(nn.relu(h), window) + self._class_bias(layer + 1, context)
+            h = keep(crop(h) + update)
+        h = self.head_0(nn.relu(h))
+        return self.head_1(nn.relu(h))
+
     def __call__(self, x: Array, context: Array | None = None) -> Array:
         _check_context(self.num_classes, x, context)
-        conv = _masked_conv_factory(self.groups, self.param_dtype)
-        h = conv(self.features, self.first_kernel, "A")(x)
-        h = h + _class_bias(self.num_classes, self.features, context, self.param_dtype)
-        for _ in range(self.num_layers):
-            update = conv(self.features, 3, "B")(nn.relu(h))
-            h = h + update + _class_bias(self.num_classes, self.features, context, self.param_dtype)
-        h = conv(self.features, 1, "B")(nn.relu(h))
-        out = conv(self.groups * self.outputs_per_entry, 1, "B")(nn.relu(h))
+        out = self._layers(x, context, False, lambda h: h, lambda h: h)
         return out.reshape(*x.shape, self.outputs_per_entry)
+
+    def reach(self) -> int:
+        """How many rows up (and columns to either side) an output's inputs can lie."""
+        return self.first_kernel // 2 + self.num_layers
+
+    def at_pixel(self, x: Array, i: Array, j: Array, context: Array | None = None) -> Array:
+        """The outputs at pixel (i, j), (B, G, K), from the inputs that reach it.
+
+        Equal to ``self(x, context)[:, i, j]``; it convolves only a (reach + 1) × (2 reach + 1)
+        window of the input, shrinking layer by layer to the pixel, with the window positions
+        outside the image zeroed at every layer as the 'SAME' padding of the full pass sees them.
+        ``i`` and ``j`` may be traced.
+        """
+        _check_context(self.num_classes, x, context)
+        height, width = x.shape[1:3]
+        reach = self.reach()
+        padded = jnp.pad(x, ((0, 0), (reach, 0), (reach, reach), (0, 0)))
+        window = jax.lax.dynamic_slice_in_dim(padded, i, reach + 1, axis=1)
+        window = jax.lax.dynamic_slice_in_dim(window, j, 2 * reach + 1, axis=2)
+
+        def keep(h):
+            rows, cols = h.shape[1], h.shape[2]
+            top, left = i - (rows - 1), j - (cols - 1) // 2  # image coordinates of h[0, 0]
+            r = top + jnp.arange(rows)[:, None]
+            c = left + jnp.arange(cols)[None, :]
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            return jnp.where(inside[None, :, :, None], h, 0)
+
+        def crop(h):
+            return h[:, 1:, 1:-1]
+
+        out = self._layers(window, context, True, crop, keep)  # (B, 1, 1, G·K)
+        return out.reshape(x.shape[0], x.shape[3], self.outputs_per_entry)
 
 
 def _masked_conv_factory(groups: int, param_dtype) -> Callable[[int, int, str], MaskedConv2D]:
@@ -87,14 +144,6 @@ def _check_context(num_classes: int, x: Array, context: Array | None) -> None:
             f"{'None' if expected is None else f'one-hot of shape {expected}'}; got "
             f"{'None' if got is None else f'shape {got}'}"
         )
-
-
-def _class_bias(num_classes: int, features: int, context: Array | None, param_dtype) -> Array:
-    """A learned bias per class, broadcast over H and W: (B, 1, 1, features), or 0."""
-    if num_classes == 0:
-        return jnp.zeros((), param_dtype)
-    bias = nn.Dense(features, use_bias=False, param_dtype=param_dtype)(context)
-    return bias[:, None, None, :]
 
 
 def _shift_down(x: Array) -> Array:
@@ -199,6 +248,9 @@ class ImageAutoregressive(NamedTuple):
       log_prob: ``log_prob(params, x, context=None) -> (B,)`` in nats.
       sample: ``sample(params, key, num_samples, context=None) -> (N, H, W, G)`` int32, the naive
         loop: one full network pass per entry (H·W·G passes).
+      sample_fast: the same signature and, for the same key, the same samples, computing each
+        entry from the window of inputs that can reach its pixel (``PixelCNNNet.at_pixel``);
+        None for networks without ``at_pixel``.
       likelihood: the per-entry likelihood.
       image_shape: (H, W, G).
     """
@@ -207,6 +259,7 @@ class ImageAutoregressive(NamedTuple):
     outputs: Callable
     log_prob: Callable
     sample: Callable
+    sample_fast: Callable | None
     likelihood: DiscreteLikelihood
     image_shape: tuple[int, int, int]
 
@@ -261,18 +314,34 @@ def image_autoregressive(
         per_entry = likelihood.log_prob(outputs(params, x, context), x)
         return jnp.sum(per_entry.reshape(x.shape[0], -1), axis=1)
 
-    def sample(params, key, num_samples, context=None):
-        def step(index, x):
-            i, rest = jnp.divmod(index, width * groups)
-            j, g = jnp.divmod(rest, groups)
-            out = outputs(params, x, context)[:, i, j, g]  # (N, K)
-            value = likelihood.sample(entry_key(key, index), out)
-            return x.at[:, i, j, g].set(value)
+    def sampler(entry_outputs):
+        """A raster loop over the entries; ``entry_outputs(params, x, i, j, context)`` gives
+        the (N, G, K) outputs of pixel (i, j) for the partly drawn integer image x."""
 
-        x = jnp.zeros((num_samples, *image_shape), jnp.int32)
-        return jax.lax.fori_loop(0, height * width * groups, step, x)
+        def sample(params, key, num_samples, context=None):
+            def step(index, x):
+                i, rest = jnp.divmod(index, width * groups)
+                j, g = jnp.divmod(rest, groups)
+                out = entry_outputs(params, x, i, j, context)[:, g]  # (N, K)
+                value = likelihood.sample(entry_key(key, index), out)
+                return x.at[:, i, j, g].set(value)
 
-    return ImageAutoregressive(init, outputs, log_prob, sample, likelihood, image_shape)
+            x = jnp.zeros((num_samples, *image_shape), jnp.int32)
+            return jax.lax.fori_loop(0, height * width * groups, step, x)
+
+        return sample
+
+    def full_pass_at(params, x, i, j, context):
+        return outputs(params, x, context)[:, i, j]
+
+    def window_at(params, x, i, j, context):
+        inputs = scale_levels(x, levels)
+        return network.apply({"params": params}, inputs, i, j, context, method="at_pixel")
+
+    fast = sampler(window_at) if hasattr(network, "at_pixel") else None
+    return ImageAutoregressive(
+        init, outputs, log_prob, sampler(full_pass_at), fast, likelihood, image_shape
+    )
 
 
 def _first(context: Array | None) -> Array | None:

@@ -81,7 +81,10 @@ class MaskedConv2D(nn.Module):
       kernel_init: initialiser of the unmasked kernel (fan-in counts the unmasked inputs).
       param_dtype: params' dtype.
 
-    Shapes: (B, H, W, C_in) -> (B, H, W, features).
+    Shapes: (B, H, W, C_in) -> (B, H, W, features). With ``window=True`` the convolution reads
+    no padding above, left or right (only the zero rows below, which the mask ignores anyway):
+    (B, H, W, C_in) -> (B, H - kh//2, W - 2·(kw//2), features), the outputs whose inputs all lie
+    in the given window. Cached sampling evaluates shrinking windows this way.
     """
 
     features: int
@@ -92,7 +95,7 @@ class MaskedConv2D(nn.Module):
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, window: bool = False) -> jax.Array:
         if jnp.ndim(x) != 4:
             raise ValueError(f"MaskedConv2D needs NHWC input (B, H, W, C); got {jnp.shape(x)}")
         in_channels = x.shape[-1]
@@ -110,7 +113,7 @@ class MaskedConv2D(nn.Module):
             x.astype(dtype),
             (kernel * mask).astype(dtype),
             window_strides=(1, 1),
-            padding="SAME",
+            padding=((0, mask.shape[0] // 2), (0, 0)) if window else "SAME",
             dimension_numbers=("NHWC", "HWIO", "NHWC"),
         )
         return y + bias
