@@ -11,6 +11,7 @@ Rows (all jitted, in one process; compile timed separately from the steady state
   pixelcnn  a PixelCNN (64 features, 6 residual layers, 7×7 mask A, Bernoulli), a batch of
             ``--batch`` 28×28 binary images. naive: ``sample`` (a full pass per pixel); fast:
             ``sample_fast`` (each pixel from the window of inputs that reaches it). Both whole.
+  gated     the same for a Gated PixelCNN (64 features, 8 layers, kernel 5).
 
 Reported: seconds, samples (steps × batch) per second, and fast / naive speed-up.
 
@@ -31,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from nflows_jax.models.likelihoods import bernoulli, categorical
-from nflows_jax.models.pixelcnn import PixelCNNNet, image_autoregressive
+from nflows_jax.models.pixelcnn import GatedPixelCNNNet, PixelCNNNet, image_autoregressive
 from nflows_jax.models.wavenet import wavenet, wavenet_dilations
 from nflows_jax.testing import perturb
 
@@ -93,25 +94,29 @@ def wavenet_rows(args) -> list[dict]:
     ]
 
 
-def pixelcnn_rows(args) -> list[dict]:
+def pixelcnn_rows(args, gated: bool = False) -> list[dict]:
     size = 8 if args.quick else 28
-    net = PixelCNNNet(features=16 if args.quick else 64, num_layers=2 if args.quick else 6)
+    if gated:
+        net = GatedPixelCNNNet(features=16 if args.quick else 64, num_layers=2 if args.quick else 8)
+    else:
+        net = PixelCNNNet(features=16 if args.quick else 64, num_layers=2 if args.quick else 6)
+    name = "gated_pixelcnn" if gated else "pixelcnn"
     model = image_autoregressive(net, bernoulli(), (size, size, 1))
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, size, size, 1), jnp.int32))
     key = jax.random.PRNGKey(3)
     rows = {}
-    for name, fn in (("naive", model.sample), ("fast", model.sample_fast)):
+    for sampler, fn in (("naive", model.sample), ("fast", model.sample_fast)):
         compile_s, run_s = timed(jax.jit(fn, static_argnums=2), params, key, args.batch)
-        rows[name] = (compile_s, run_s)
+        rows[sampler] = (compile_s, run_s)
     speedup = rows["naive"][1] / rows["fast"][1]
     print(
-        f"pixelcnn {size}x{size}, batch {args.batch}: naive {rows['naive'][1]:.2f} s, "
+        f"{name} {size}x{size}, batch {args.batch}: naive {rows['naive'][1]:.2f} s, "
         f"fast {rows['fast'][1]:.2f} s -> {speedup:.1f}x",
         flush=True,
     )
     return [
         {
-            "model": "pixelcnn",
+            "model": name,
             "image": [size, size, 1],
             "batch": args.batch,
             "naive_s": rows["naive"][1],
@@ -134,7 +139,7 @@ def main() -> None:
     if args.quick:
         args.length, args.naive_steps, args.batch = 256, 4, 2
     load_start = os.getloadavg()
-    rows = wavenet_rows(args) + pixelcnn_rows(args)
+    rows = wavenet_rows(args) + pixelcnn_rows(args) + pixelcnn_rows(args, gated=True)
     result = {
         "rows": rows,
         "platform": platform.platform(),

@@ -189,36 +189,55 @@ def test_bad_inputs_raise():
         image_autoregressive(PixelCNNNet(outputs_per_entry=3), categorical(256), (4, 4, 1))
 
 
-def test_window_outputs_equal_the_full_pass_and_fast_sampling_equals_naive():
+WINDOW_CASES = {
+    "pixelcnn": (1, bernoulli(), 0),
+    "pixelcnn_colour": (3, categorical(4), 0),
+    "gated": (1, bernoulli(), 0),
+    "gated_conditional": (1, discretized_logistic_mixture(2, 4), 3),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WINDOW_CASES))
+def test_window_outputs_equal_the_full_pass_and_fast_sampling_equals_naive(case):
     """In float64, so that the ~1e-6 float32 reordering of the smaller convolutions cannot flip
     a draw that sits at a tie: then equal keys must give bitwise equal samples."""
+    groups, likelihood, num_classes = WINDOW_CASES[case]
+    k = likelihood.params_per_entry
     with jax.enable_x64(True):
-        for groups, likelihood in ((1, bernoulli()), (3, categorical(4))):
+        if case.startswith("pixelcnn"):
             net = PixelCNNNet(
                 features=6,
                 num_layers=2,
                 first_kernel=5,
                 groups=groups,
-                outputs_per_entry=likelihood.params_per_entry,
+                outputs_per_entry=k,
                 param_dtype=jnp.float64,
             )
-            model = image_autoregressive(net, likelihood, (6, 5, groups))
-            x = jax.random.randint(
-                jax.random.PRNGKey(0), (3, 6, 5, groups), 0, likelihood.num_levels
+        else:
+            net = GatedPixelCNNNet(
+                features=6,
+                num_layers=3,
+                kernel=3,
+                outputs_per_entry=k,
+                num_classes=num_classes,
+                param_dtype=jnp.float64,
             )
-            params = perturb(model.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2), 0.5)
-            full = np.asarray(model.outputs(params, x))
-            inputs = scale_levels(x, likelihood.num_levels).astype(jnp.float64)
-            at_pixel = jax.jit(
-                lambda v, i, j: net.apply({"params": params}, v, i, j, method="at_pixel")
-            )
-            for i, j in itertools.product(range(6), range(5)):
-                window = np.asarray(at_pixel(inputs, i, j))
-                # a few hundred float64 operations on O(10) values
-                allowance = 1e3 * np.finfo(np.float64).eps * (1 + np.abs(full[:, i, j]))
-                np.testing.assert_array_less(np.abs(window - full[:, i, j]), allowance)
-            key = jax.random.PRNGKey(3)
-            naive = jax.jit(model.sample, static_argnums=2)(params, key, 8)
-            fast = jax.jit(model.sample_fast, static_argnums=2)(params, key, 8)
-            np.testing.assert_array_equal(np.asarray(fast), np.asarray(naive))
-            assert len(np.unique(np.asarray(naive))) > 1
+        model = image_autoregressive(net, likelihood, (6, 5, groups))
+        x = jax.random.randint(jax.random.PRNGKey(0), (3, 6, 5, groups), 0, likelihood.num_levels)
+        labels = None if not num_classes else jax.nn.one_hot(jnp.array([0, 2, 1]), num_classes)
+        params = perturb(model.init(jax.random.PRNGKey(1), x, labels), jax.random.PRNGKey(2), 0.5)
+        full = np.asarray(model.outputs(params, x, labels))
+        inputs = scale_levels(x, likelihood.num_levels).astype(jnp.float64)
+        at_pixel = jax.jit(
+            lambda v, i, j: net.apply({"params": params}, v, i, j, labels, method="at_pixel")
+        )
+        for i, j in itertools.product(range(6), range(5)):
+            window = np.asarray(at_pixel(inputs, i, j))
+            # a few hundred float64 operations on O(10) values
+            allowance = 1e3 * np.finfo(np.float64).eps * (1 + np.abs(full[:, i, j]))
+            np.testing.assert_array_less(np.abs(window - full[:, i, j]), allowance)
+        key = jax.random.PRNGKey(3)
+        naive = jax.jit(model.sample, static_argnums=2)(params, key, 3, labels)
+        fast = jax.jit(model.sample_fast, static_argnums=2)(params, key, 3, labels)
+        np.testing.assert_array_equal(np.asarray(fast), np.asarray(naive))
+        assert len(np.unique(np.asarray(naive))) > 1

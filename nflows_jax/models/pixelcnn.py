@@ -183,60 +183,106 @@ class GatedPixelCNNNet(nn.Module):
     num_classes: int = 0
     param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: Array, context: Array | None = None) -> Array:
+    def setup(self):
+        if self.kernel % 2 == 0 or self.kernel < 3:
+            raise ValueError(f"GatedPixelCNNNet needs an odd kernel >= 3; got {show(self.kernel)}")
+        half, f, dtype = self.kernel // 2, self.features, self.param_dtype
+        layers = range(self.num_layers)
+
+        def conv(size):
+            return nn.Conv(2 * f, size, padding="VALID", param_dtype=dtype)
+
+        def dense(features, use_bias=True):
+            return nn.Dense(features, use_bias=use_bias, param_dtype=dtype)
+
+        self.vertical = [conv((half + 1, self.kernel)) for _ in layers]
+        self.horizontal = [conv((1, half + 1)) for _ in layers]
+        self.links = [dense(2 * f) for _ in layers]
+        self.residuals = [dense(f) for _ in layers]
+        conditional = layers if self.num_classes else ()
+        self.vertical_class = [dense(2 * f, use_bias=False) for _ in conditional]
+        self.horizontal_class = [dense(2 * f, use_bias=False) for _ in conditional]
+        self.head_0 = dense(f)
+        self.head_1 = dense(self.outputs_per_entry)
+
+    def _check(self, x: Array, context: Array | None) -> None:
         _check_context(self.num_classes, x, context)
         if x.shape[-1] != 1:
             raise ValueError(
                 f"GatedPixelCNNNet models one channel group (grey or binary images); got "
                 f"{x.shape[-1]} channels. Use PixelCNNNet(groups=...) for colour."
             )
-        if self.kernel % 2 == 0 or self.kernel < 3:
-            raise ValueError(f"GatedPixelCNNNet needs an odd kernel >= 3; got {show(self.kernel)}")
-        half = self.kernel // 2
+
+    def _gate(self, pre: Array, layer: int, stack: str, context: Array | None) -> Array:
+        if self.num_classes:
+            biases = self.vertical_class if stack == "vertical" else self.horizontal_class
+            pre = pre + biases[layer](context)[:, None, None]
         f = self.features
-        dtype = self.param_dtype
+        return jnp.tanh(pre[..., :f]) * jax.nn.sigmoid(pre[..., f:])
 
-        def conv(features, size, name):
-            return nn.Conv(features, size, padding="VALID", param_dtype=dtype, name=name)
+    def _head(self, horizontal: Array) -> Array:
+        return self.head_1(nn.relu(self.head_0(nn.relu(horizontal))))
 
-        def vertical_conv(h, layer):
-            # Output row i reads rows i - half .. i (all columns within the kernel).
-            padded = jnp.pad(h, ((0, 0), (half, 0), (half, half), (0, 0)))
-            return conv(2 * f, (half + 1, self.kernel), f"vertical_{layer}")(padded)
-
-        def horizontal_conv(h, layer):
-            # Output column j reads columns j - half .. j of the same row.
-            padded = jnp.pad(h, ((0, 0), (0, 0), (half, 0), (0, 0)))
-            return conv(2 * f, (1, half + 1), f"horizontal_{layer}")(padded)
-
-        def gate(pre, layer, stack):
-            pre = pre + _gate_bias(
-                self.num_classes, 2 * f, context, dtype, f"{stack}_class_{layer}"
-            )
-            return jnp.tanh(pre[..., :f]) * jax.nn.sigmoid(pre[..., f:])
-
+    def __call__(self, x: Array, context: Array | None = None) -> Array:
+        self._check(x, context)
+        half = self.kernel // 2
         vertical, horizontal = x, _shift_right(x)
         for layer in range(self.num_layers):
-            vertical_pre = vertical_conv(vertical, layer)
-            link = nn.Dense(2 * f, param_dtype=dtype, name=f"link_{layer}")(
-                _shift_down(vertical_pre)
+            # vertical: output row i reads rows i - half .. i; horizontal: columns j - half .. j
+            vertical_pre = self.vertical[layer](
+                jnp.pad(vertical, ((0, 0), (half, 0), (half, half), (0, 0)))
             )
-            horizontal_pre = horizontal_conv(horizontal, layer) + link
-            vertical = gate(vertical_pre, layer, "vertical")
-            update = nn.Dense(f, param_dtype=dtype, name=f"residual_{layer}")(
-                gate(horizontal_pre, layer, "horizontal")
-            )
+            horizontal_pre = self.horizontal[layer](
+                jnp.pad(horizontal, ((0, 0), (0, 0), (half, 0), (0, 0)))
+            ) + self.links[layer](_shift_down(vertical_pre))
+            vertical = self._gate(vertical_pre, layer, "vertical", context)
+            update = self.residuals[layer](self._gate(horizontal_pre, layer, "horizontal", context))
             horizontal = update if layer == 0 else horizontal + update
-        h = nn.relu(nn.Dense(f, param_dtype=dtype, name="head_0")(nn.relu(horizontal)))
-        out = nn.Dense(self.outputs_per_entry, param_dtype=dtype, name="head_1")(h)
+        out = self._head(horizontal)
         return out.reshape(*x.shape, self.outputs_per_entry)
 
+    def at_pixel(self, x: Array, i: Array, j: Array, context: Array | None = None) -> Array:
+        """The outputs at pixel (i, j), (B, 1, K), from the inputs that reach it.
 
-def _gate_bias(num_classes, features, context, dtype, name) -> Array:
-    if num_classes == 0:
-        return jnp.zeros((), dtype)
-    return nn.Dense(features, use_bias=False, param_dtype=dtype, name=name)(context)[:, None, None]
+        Equal to ``self(x, context)[:, i, j]``. With L layers and ``half = kernel // 2`` the
+        vertical stack is needed only on the rectangle ``rows i-1-(L-l)·half .. i-1``, ``columns
+        j ± (L-l)·half`` after layer l (the link reads it at row i-1), the horizontal stack only
+        on row i, ``columns j-(L-l)·half .. j``: both shrink layer by layer to the pixel under
+        'VALID' convolutions. Window positions outside the image are zeroed at every layer, as
+        the padding of the full pass sees them. ``i`` and ``j`` may be traced.
+        """
+        self._check(x, context)
+        height, width = x.shape[1:3]
+        layers, half = self.num_layers, self.kernel // 2
+        reach = layers * half
+        padded = jnp.pad(x, ((0, 0), (reach + 1, 0), (reach + 1, reach), (0, 0)))
+        batch = x.shape[0]
+        # vertical input: rows i-1-reach .. i-1, columns j-reach .. j+reach
+        vertical = jax.lax.dynamic_slice(
+            padded, (0, i, j + 1, 0), (batch, reach + 1, 2 * reach + 1, 1)
+        )
+        # horizontal input, the image shifted right: row i, columns j-reach-1 .. j-1
+        horizontal = jax.lax.dynamic_slice(
+            padded, (0, i + reach + 1, j, 0), (batch, 1, reach + 1, 1)
+        )
+
+        def keep(h, top, left):
+            r = top + jnp.arange(h.shape[1])[:, None]
+            c = left + jnp.arange(h.shape[2])[None, :]
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            return jnp.where(inside[None, :, :, None], h, 0)
+
+        for layer in range(layers):
+            remaining = (layers - layer - 1) * half  # the reach still needed after this layer
+            top, left = i - 1 - remaining, j - remaining
+            vertical_pre = keep(self.vertical[layer](vertical), top, left)
+            link = self.links[layer](vertical_pre[:, -1:, : remaining + 1])  # row i - 1
+            horizontal_pre = self.horizontal[layer](horizontal) + link
+            vertical = keep(self._gate(vertical_pre, layer, "vertical", context), top, left)
+            update = self.residuals[layer](self._gate(horizontal_pre, layer, "horizontal", context))
+            horizontal = update if layer == 0 else horizontal[:, :, half:] + update
+            horizontal = keep(horizontal, i, left)
+        return self._head(horizontal).reshape(batch, 1, self.outputs_per_entry)
 
 
 class ImageAutoregressive(NamedTuple):
@@ -249,7 +295,7 @@ class ImageAutoregressive(NamedTuple):
       sample: ``sample(params, key, num_samples, context=None) -> (N, H, W, G)`` int32, the naive
         loop: one full network pass per entry (H·W·G passes).
       sample_fast: the same signature and, for the same key, the same samples, computing each
-        entry from the window of inputs that can reach its pixel (``PixelCNNNet.at_pixel``);
+        entry from the window of inputs that can reach its pixel (the network's ``at_pixel``);
         None for networks without ``at_pixel``.
       likelihood: the per-entry likelihood.
       image_shape: (H, W, G).
