@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nflows_jax.formatting import show
+from nflows_jax.formatting import check_context, show
 from nflows_jax.models.likelihoods import DiscreteLikelihood
 from nflows_jax.nets.masked_conv import MaskedConv2D
 
@@ -136,14 +136,7 @@ def _masked_conv_factory(groups: int, param_dtype) -> Callable[[int, int, str], 
 def _check_context(num_classes: int, x: Array, context: Array | None) -> None:
     if jnp.ndim(x) != 4:
         raise ValueError(f"image models need x of shape (B, H, W, G); got {jnp.shape(x)}")
-    expected = None if num_classes == 0 else (x.shape[0], num_classes)
-    got = None if context is None else jnp.shape(context)
-    if got != expected:
-        raise ValueError(
-            f"built with num_classes={num_classes}: context must be "
-            f"{'None' if expected is None else f'one-hot of shape {expected}'}; got "
-            f"{'None' if got is None else f'shape {got}'}"
-        )
+    check_context("the image model", "num_classes", num_classes, x.shape[0], context, "one-hot ")
 
 
 def _shift_down(x: Array) -> Array:

@@ -35,7 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from nflows_jax.formatting import show
+from nflows_jax.formatting import check_context, show
 from nflows_jax.models.likelihoods import DiscreteLikelihood
 
 Array = jax.Array
@@ -218,14 +218,7 @@ def wavenet(
 
 
 def _check_context(context_size: int, batch: int, context: Array | None) -> None:
-    expected = None if context_size == 0 else (batch, context_size)
-    got = None if context is None else jnp.shape(context)
-    if got != expected:
-        raise ValueError(
-            f"wavenet was built with context_size={context_size}: context must be "
-            f"{'None' if expected is None else f'of shape {expected}'}; got "
-            f"{'None' if got is None else f'shape {got}'}"
-        )
+    check_context("wavenet", "context_size", context_size, batch, context)
 
 
 __all__ = ["WaveNet", "wavenet", "wavenet_dilations"]

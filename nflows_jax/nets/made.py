@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nflows_jax.formatting import show
+from nflows_jax.formatting import check_context, show
 from nflows_jax.nets.mlp import fan_in_uniform
 
 ORDERS = ("natural", "reversed", "random")
@@ -201,14 +201,7 @@ class MADE(nn.Module):
             )
         if self.residual and len(set(self.hidden)) > 1:
             raise ValueError(f"MADE: residual=True needs equal hidden widths; got {self.hidden}")
-        expected = None if self.context_size == 0 else (x.shape[0], self.context_size)
-        got = None if context is None else jnp.shape(context)
-        if got != expected:
-            raise ValueError(
-                f"MADE was built with context_size={self.context_size}: context must be "
-                f"{'None' if expected is None else f'of shape {expected}'}; got "
-                f"{'None' if got is None else f'shape {got}'}"
-            )
+        check_context("MADE", "context_size", self.context_size, x.shape[0], context)
 
     @nn.compact
     def __call__(
