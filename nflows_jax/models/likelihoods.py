@@ -1,22 +1,25 @@
-"""Per-entry discrete likelihoods for autoregressive image and audio models.
+"""Per-entry likelihoods for autoregressive image and audio models.
 
-A :class:`DiscreteLikelihood` reads K network outputs per entry and gives the log-probability of
-integer data and a sampler that uses exactly one key per entry, so that a naive sampling loop
-and a cached one draw the same values from the same key::
+A :class:`Likelihood` reads K network outputs per entry and gives the log-probability (or
+log-density) of the data and a sampler that uses exactly one key per entry, so that a naive
+sampling loop and a cached one draw the same values from the same key::
 
-    log_p = likelihood.log_prob(outputs, x)     # outputs (*S, K), x (*S) ints -> (*S)
-    x = likelihood.sample(key, outputs)         # (*S, K) -> (*S) ints
+    log_p = likelihood.log_prob(outputs, x)     # outputs (*S, K), x (*S) -> (*S)
+    x = likelihood.sample(key, outputs)         # (*S, K) -> (*S)
 
 * :func:`bernoulli`: K = 1 logit, x in {0, 1}.
 * :func:`categorical`: K = L logits over x in 0..L-1 (PixelCNN's 256-way softmax, μ-law audio).
 * :func:`discretized_logistic_mixture`: K = 3M (mixture logits, means, log-scales) over x in
   0..L-1 mapped to the bin centres ``v = 2x/(L-1) - 1`` in [-1, 1], each bin of half-width
   ``1/(L-1)``, the two end bins extended to ±inf (PixelCNN++, Salimans et al. 2017). Every
-  distribution here sums to exactly one over its L values (up to rounding).
+  discrete distribution here sums to exactly one over its L values (up to rounding).
+* :func:`gaussian`: K = 2 (mean, log-std) for real-valued data (``num_levels = None``): the
+  teacher of Parallel WaveNet's density distillation.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -28,25 +31,25 @@ from nflows_jax.formatting import show
 Array = jax.Array
 
 
-class DiscreteLikelihood(NamedTuple):
-    """K outputs per entry -> a distribution over ``num_levels`` integer values.
+class Likelihood(NamedTuple):
+    """K outputs per entry -> a distribution over ``num_levels`` integer values (or the reals).
 
     Attributes:
       params_per_entry: K.
-      num_levels: L, the values are 0..L-1.
-      log_prob: ``(outputs (*S, K), x (*S) ints) -> (*S)`` in nats.
-      sample: ``(key, outputs (*S, K)) -> (*S)`` int32.
+      num_levels: L, the values are 0..L-1; None for real-valued data.
+      log_prob: ``(outputs (*S, K), x (*S)) -> (*S)`` in nats.
+      sample: ``(key, outputs (*S, K)) -> (*S)``, int32 for discrete data.
       name: for messages.
     """
 
     params_per_entry: int
-    num_levels: int
+    num_levels: int | None
     log_prob: Callable[[Array, Array], Array]
     sample: Callable[[jax.Array, Array], Array]
     name: str
 
 
-def bernoulli() -> DiscreteLikelihood:
+def bernoulli() -> Likelihood:
     """One logit per entry; ``log p(1) = log sigmoid(l)``, ``log p(0) = log sigmoid(-l)``."""
 
     def log_prob(outputs, x):
@@ -56,7 +59,7 @@ def bernoulli() -> DiscreteLikelihood:
     def sample(key, outputs):
         return jax.random.bernoulli(key, jax.nn.sigmoid(outputs[..., 0])).astype(jnp.int32)
 
-    return DiscreteLikelihood(1, 2, log_prob, sample, "bernoulli")
+    return Likelihood(1, 2, log_prob, sample, "bernoulli")
 
 
 def _check_levels(num_levels: int, name: str) -> None:
@@ -64,7 +67,7 @@ def _check_levels(num_levels: int, name: str) -> None:
         raise ValueError(f"{name}: num_levels must be an int >= 2; got {show(num_levels)}")
 
 
-def categorical(num_levels: int = 256) -> DiscreteLikelihood:
+def categorical(num_levels: int = 256) -> Likelihood:
     """A softmax over ``num_levels`` values (K = num_levels)."""
     _check_levels(num_levels, "categorical")
 
@@ -75,7 +78,7 @@ def categorical(num_levels: int = 256) -> DiscreteLikelihood:
     def sample(key, outputs):
         return jax.random.categorical(key, outputs, axis=-1).astype(jnp.int32)
 
-    return DiscreteLikelihood(num_levels, num_levels, log_prob, sample, "categorical")
+    return Likelihood(num_levels, num_levels, log_prob, sample, "categorical")
 
 
 def _log_sigmoid_difference(upper: Array, lower: Array) -> Array:
@@ -90,7 +93,7 @@ def _log_sigmoid_difference(upper: Array, lower: Array) -> Array:
 
 def discretized_logistic_mixture(
     num_components: int = 5, num_levels: int = 256, min_log_scale: float = -7.0
-) -> DiscreteLikelihood:
+) -> Likelihood:
     """A mixture of M logistics discretised to ``num_levels`` bins on [-1, 1] (K = 3M).
 
     Outputs per entry: M mixture logits, M means, M raw log-scales (clamped below at
@@ -144,7 +147,34 @@ def discretized_logistic_mixture(
         level = jnp.round((value + 1.0) / (2.0 * half_width))
         return jnp.clip(level, 0, num_levels - 1).astype(jnp.int32)
 
-    return DiscreteLikelihood(3 * m, num_levels, log_prob, sample, "discretized logistic mixture")
+    return Likelihood(3 * m, num_levels, log_prob, sample, "discretized logistic mixture")
 
 
-__all__ = ["DiscreteLikelihood", "bernoulli", "categorical", "discretized_logistic_mixture"]
+def gaussian_mean_and_log_std(outputs: Array, min_log_std: float = -7.0) -> tuple[Array, Array]:
+    """(mean, log-std) from K = 2 outputs, the log-std clamped below at ``min_log_std``."""
+    return outputs[..., 0], jnp.maximum(outputs[..., 1], min_log_std)
+
+
+def gaussian(min_log_std: float = -7.0) -> Likelihood:
+    """A Gaussian density per entry: outputs (mean, raw log-std), real-valued x."""
+
+    def log_prob(outputs, x):
+        mean, log_std = gaussian_mean_and_log_std(outputs, min_log_std)
+        standardised = (x - mean) * jnp.exp(-log_std)
+        return -0.5 * standardised**2 - log_std - 0.5 * math.log(2 * math.pi)
+
+    def sample(key, outputs):
+        mean, log_std = gaussian_mean_and_log_std(outputs, min_log_std)
+        return mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+
+    return Likelihood(2, None, log_prob, sample, "gaussian")
+
+
+__all__ = [
+    "Likelihood",
+    "bernoulli",
+    "categorical",
+    "discretized_logistic_mixture",
+    "gaussian",
+    "gaussian_mean_and_log_std",
+]

@@ -2,7 +2,7 @@
 
 Both model an integer image x (B, H, W, G) in raster order, channel groups in order within a
 pixel, ``log p(x) = sum_{i, j, g} log p(x_ijg | earlier entries)``; the network computes every
-conditional in one parallel pass, and a :class:`~nflows_jax.models.likelihoods.DiscreteLikelihood`
+conditional in one parallel pass, and a :class:`~nflows_jax.models.likelihoods.Likelihood`
 (Bernoulli, 256-way softmax, discretised logistic mixture) turns its K outputs per entry into
 probabilities.
 
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nflows_jax.formatting import check_context, show
-from nflows_jax.models.likelihoods import DiscreteLikelihood
+from nflows_jax.models.likelihoods import Likelihood
 from nflows_jax.nets.masked_conv import MaskedConv2D
 
 Array = jax.Array
@@ -299,7 +299,7 @@ class ImageAutoregressive(NamedTuple):
     log_prob: Callable
     sample: Callable
     sample_fast: Callable | None
-    likelihood: DiscreteLikelihood
+    likelihood: Likelihood
     image_shape: tuple[int, int, int]
 
 
@@ -315,7 +315,7 @@ def entry_key(key: jax.Array, index: Array) -> jax.Array:
 
 
 def image_autoregressive(
-    network: nn.Module, likelihood: DiscreteLikelihood, image_shape: tuple[int, int, int]
+    network: nn.Module, likelihood: Likelihood, image_shape: tuple[int, int, int]
 ) -> ImageAutoregressive:
     """Combine a causal network (PixelCNNNet / GatedPixelCNNNet) and a likelihood.
 

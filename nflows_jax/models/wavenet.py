@@ -9,7 +9,7 @@ The model factorises a sequence of integer levels x (B, T) as ``prod_t p(x_t | x
   unit ``tanh(a) · sigmoid(b)``, then a 1×1 residual back into the layer's input and a 1×1 skip
   connection summed over layers;
 * the head is ``relu -> 1×1 -> relu -> 1×1`` on the summed skips to K outputs per step, read by a
-  :class:`~nflows_jax.models.likelihoods.DiscreteLikelihood` (a μ-law 256-way softmax, a
+  :class:`~nflows_jax.models.likelihoods.Likelihood` (a μ-law 256-way softmax, a
   discretised logistic mixture).
 
 Dilations 1, 2, ..., 2^k repeated ``num_stacks`` times give a receptive field of
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from nflows_jax.formatting import check_context, show
-from nflows_jax.models.likelihoods import DiscreteLikelihood
+from nflows_jax.models.likelihoods import Likelihood
 
 Array = jax.Array
 Params = dict
@@ -47,7 +47,10 @@ class WaveNet(NamedTuple):
 
     Attributes:
       init: ``init(key, dtype=float32) -> params``.
-      outputs: ``outputs(params, x, context=None) -> (B, T, K)``; x (B, T) ints, one pass.
+      outputs: ``outputs(params, x, context=None) -> (B, T, K)``; x (B, T), one pass.
+      network: ``network(params, inputs, context=None) -> (B, T, K)`` on float inputs
+        (B, T, 1), output t a function of inputs 0..t-1 (the causal stack without the input
+        scaling; Parallel WaveNet's student layers are built from it).
       log_prob: ``log_prob(params, x, context=None) -> (B,)`` in nats.
       sample_naive: ``sample_naive(params, key, num_samples, length, context=None) -> (N, T)``.
       sample_fast: same signature and, for the same key, the same samples, in O(T · layers).
@@ -58,10 +61,11 @@ class WaveNet(NamedTuple):
 
     init: Callable
     outputs: Callable
+    network: Callable
     log_prob: Callable
     sample_naive: Callable
     sample_fast: Callable
-    likelihood: DiscreteLikelihood
+    likelihood: Likelihood
     dilations: tuple[int, ...]
     receptive_field: int
 
@@ -77,7 +81,7 @@ def _uniform(key, shape, fan_in, dtype):
 
 
 def wavenet(
-    likelihood: DiscreteLikelihood,
+    likelihood: Likelihood,
     dilations: Sequence[int] = wavenet_dilations(2, 8),
     channels: int = 32,
     skip_channels: int = 64,
@@ -86,7 +90,7 @@ def wavenet(
     """A WaveNet whose K outputs per step feed ``likelihood``.
 
     Args:
-      likelihood: e.g. ``categorical(256)`` for μ-law audio.
+      likelihood: e.g. ``categorical(256)`` for μ-law audio, ``gaussian()`` for real values.
       dilations: per layer, ints >= 1 (see :func:`wavenet_dilations`).
       channels: F, the residual channels.
       skip_channels: S, the skip and head channels.
@@ -136,12 +140,17 @@ def wavenet(
     def check(x: Array, context: Array | None) -> None:
         if jnp.ndim(x) != 2:
             raise ValueError(f"wavenet: x must have shape (B, T); got {jnp.shape(x)}")
-        if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+        if levels is not None and jnp.issubdtype(jnp.result_type(x), jnp.floating):
             raise ValueError(f"wavenet: x must hold integer levels 0..{levels - 1}; quantise first")
         _check_context(context_size, jnp.shape(x)[0], context)
 
     def scaled(x: Array, dtype) -> Array:
-        return (2.0 * x.astype(dtype) / (levels - 1) - 1.0)[..., None]  # (..., 1) in [-1, 1]
+        """The network's input (..., 1): levels mapped to [-1, 1], real values as they are."""
+        if levels is None:
+            return x.astype(dtype)[..., None]
+        return (2.0 * x.astype(dtype) / (levels - 1) - 1.0)[..., None]
+
+    sample_dtype = jnp.int32 if levels is not None else None
 
     def apply_dense(p, h):
         return h @ p["kernel"] + p["bias"]
@@ -161,8 +170,11 @@ def wavenet(
 
     def outputs(params: Params, x: Array, context: Array | None = None) -> Array:
         check(x, context)
-        dtype = params["input"]["kernel"].dtype
-        shifted = jnp.pad(scaled(x, dtype), ((0, 0), (1, 0), (0, 0)))[:, :-1]  # x_{t-1} at t
+        return network(params, scaled(x, params["input"]["kernel"].dtype), context)
+
+    def network(params: Params, inputs: Array, context: Array | None = None) -> Array:
+        """(B, T, 1) float inputs -> (B, T, K): output t sees inputs 0..t-1 only."""
+        shifted = jnp.pad(inputs, ((0, 0), (1, 0), (0, 0)))[:, :-1]  # input t-1 at t
         h = apply_dense(params["input"], shifted)  # (B, T, F)
         skips = 0.0
         for layer, d in zip(params["layers"], dilations, strict=True):
@@ -179,7 +191,8 @@ def wavenet(
             out = outputs(params, x, context)[:, t]
             return x.at[:, t].set(likelihood.sample(jax.random.fold_in(key, t), out))
 
-        x = jnp.zeros((num_samples, length), jnp.int32)
+        dtype = sample_dtype or params["input"]["kernel"].dtype
+        x = jnp.zeros((num_samples, length), dtype)
         return jax.lax.fori_loop(0, length, step, x)
 
     def sample_fast(params, key, num_samples: int, length: int, context=None) -> Array:
@@ -208,6 +221,7 @@ def wavenet(
     return WaveNet(
         init,
         outputs,
+        network,
         log_prob,
         sample_naive,
         sample_fast,
