@@ -12,6 +12,9 @@ Rows (all jitted, in one process; compile timed separately from the steady state
             ``--batch`` 28×28 binary images. naive: ``sample`` (a full pass per pixel); fast:
             ``sample_fast`` (each pixel from the window of inputs that reaches it). Both whole.
   gated     the same for a Gated PixelCNN (64 features, 8 layers, kernel 5).
+  parallel  a Parallel-WaveNet student (4 IAF flows, each a WaveNet stack with dilations 1..512
+            once, 32 channels) drawing T = ``--length`` steps in 4 parallel passes, against a
+            Gaussian teacher WaveNet of the wavenet row's size generating with its queues.
 
 Reported: seconds, samples (steps × batch) per second, and fast / naive speed-up.
 
@@ -31,7 +34,8 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-from nflows_jax.models.likelihoods import bernoulli, categorical
+from nflows_jax.models.likelihoods import bernoulli, categorical, gaussian
+from nflows_jax.models.parallel_wavenet import parallel_wavenet
 from nflows_jax.models.pixelcnn import GatedPixelCNNNet, PixelCNNNet, image_autoregressive
 from nflows_jax.models.wavenet import wavenet, wavenet_dilations
 from nflows_jax.testing import perturb
@@ -128,6 +132,37 @@ def pixelcnn_rows(args, gated: bool = False) -> list[dict]:
     ]
 
 
+def parallel_rows(args) -> list[dict]:
+    layers = 4 if args.quick else 10
+    teacher = wavenet(gaussian(), wavenet_dilations(2, layers), channels=32, skip_channels=64)
+    teacher_params = teacher.init(jax.random.PRNGKey(0))
+    student = parallel_wavenet(4, wavenet_dilations(1, layers), channels=32, skip_channels=32)
+    student_params = student.init(jax.random.PRNGKey(1))
+    key = jax.random.PRNGKey(2)
+    length, batch = args.length, args.batch
+    teacher_fast = jax.jit(teacher.sample_fast, static_argnums=(2, 3))
+    compile_teacher, teacher_s = timed(teacher_fast, teacher_params, key, batch, length)
+    student_sample = jax.jit(student.sample, static_argnums=(2, 3))
+    compile_student, student_s = timed(student_sample, student_params, key, batch, length)
+    print(
+        f"parallel wavenet T={length}, batch {batch}: teacher (fast) {teacher_s:.2f} s, "
+        f"student {student_s:.3f} s -> {teacher_s / student_s:,.0f}x",
+        flush=True,
+    )
+    return [
+        {
+            "model": "parallel_wavenet",
+            "length": length,
+            "batch": batch,
+            "teacher_fast_s": teacher_s,
+            "teacher_compile_s": compile_teacher,
+            "student_s": student_s,
+            "student_compile_s": compile_student,
+            "speedup": teacher_s / student_s,
+        }
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=16_000)
@@ -140,6 +175,7 @@ def main() -> None:
         args.length, args.naive_steps, args.batch = 256, 4, 2
     load_start = os.getloadavg()
     rows = wavenet_rows(args) + pixelcnn_rows(args) + pixelcnn_rows(args, gated=True)
+    rows += parallel_rows(args)
     result = {
         "rows": rows,
         "platform": platform.platform(),
