@@ -361,24 +361,20 @@ def make_batches(num: int) -> jax.Array:
 
 def run_k(steps_per_level: int, batches, args) -> list[dict]:
     key = jax.random.PRNGKey(1)
-    scan_bijector = architectures.glow(
-        IMAGE,
-        levels=LEVELS,
-        steps_per_level=steps_per_level,
-        hidden=HIDDEN,
-        num_blocks=NUM_BLOCKS,
-        seed=SEED,
-        unroll=False,  # the scan itself: on CPU the library's default unrolls (BENCHMARKS.md)
-    )
-    # The library's default, unroll=None: the same scan, unrolled on the CPU backend only.
-    default_bijector = architectures.glow(
-        IMAGE,
-        levels=LEVELS,
-        steps_per_level=steps_per_level,
-        hidden=HIDDEN,
-        num_blocks=NUM_BLOCKS,
-        seed=SEED,
-    )
+
+    def library_glow(unroll):
+        return architectures.glow(
+            IMAGE,
+            levels=LEVELS,
+            steps_per_level=steps_per_level,
+            hidden=HIDDEN,
+            num_blocks=NUM_BLOCKS,
+            seed=SEED,
+            unroll=unroll,
+        )
+
+    scan_bijector = library_glow(False)  # the scan itself: on CPU the default unrolls
+    default_bijector = library_glow(None)  # the library's default: unrolled on CPU only
     flow = flows.Flow(flows.standard_normal(IMAGE), scan_bijector)
     scan_params = block(flows.init(flow, key, batches[0]))
     default_params = block(jax.tree_util.tree_map(jnp.copy, scan_params))
