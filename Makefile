@@ -22,7 +22,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
-	.venv-lock/bin/pip install --quiet ".[test,bench]"
+	.venv-lock/bin/pip install --quiet ".[test,bench,arviz]"
 	{ echo "# The tested versions: \`make\` installs exactly these, then nflows_jax itself with --no-deps."; \
 	  echo "# Regenerate with \`make lock\` (resolves pyproject.toml's ranges afresh); BENCHMARKS.md names the same."; \
 	  .venv-lock/bin/pip freeze --all --exclude-editable | grep -v -i "^nflows.jax"; } > $(LOCK)

@@ -851,4 +851,150 @@ def fit(
     return TrainResult(state.params, state.opt_state, history)
 
 
-__all__ = ["CheckpointMismatchError", "NonFiniteLossError", "TrainResult", "fit"]
+class EpochsResult(NamedTuple):
+    """What :func:`fit_epochs` returns.
+
+    Attributes:
+      params: the params of the best epoch (lowest ``select`` metric), read back from
+        ``best_params.msgpack`` after a resume.
+      epochs: one dict per finished epoch: ``epoch``, ``step``, ``train_loss`` (mean logged
+        training loss of the epoch), every metric of ``evaluate``, ``epoch_s`` (training and
+        evaluation wall time of the epoch) and ``elapsed_s`` (the total over all epochs, resumes
+        included).
+      best_epoch: the epoch whose params are ``params``.
+      stopped: why training ended: ``"epochs"``, ``"minutes"`` or ``"patience"``.
+    """
+
+    params: Params
+    epochs: list[dict[str, float]]
+    best_epoch: int
+    stopped: str
+
+
+def _latest_checkpoint_step(directory: Path) -> int:
+    """The newest step saved under ``directory`` (orbax names step folders by number), or 0."""
+    steps = [int(p.name) for p in directory.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(steps, default=0)
+
+
+def fit_epochs(
+    loss_fn: LossFn,
+    params: Params,
+    optimizer: optax.GradientTransformation,
+    batch_fn: BatchFn,
+    steps_per_epoch: int,
+    num_epochs: int,
+    *,
+    key: PRNGKey,
+    out_dir: str | os.PathLike,
+    evaluate: EvalFn,
+    select: str,
+    minutes: float = math.inf,
+    patience: int | None = None,
+    description: str = "epoch",
+    log_every: int = 100,
+) -> EpochsResult:
+    """:func:`fit` epoch by epoch under a wall-time budget, keeping the best params; resumable.
+
+    An "epoch" is ``steps_per_epoch`` steps (a pass over the data, or any evaluation period).
+    After each one ``evaluate(params) -> {name: float}`` runs (e.g. validation NLL); the params
+    with the lowest ``evaluate(...)[select]`` are kept. Everything lives under ``out_dir``:
+    ``checkpoints/`` (the latest :func:`fit` checkpoint), ``epochs.json`` (the per-epoch rows)
+    and ``best_params.msgpack``. A call with the same arguments and ``out_dir`` resumes after the
+    last finished epoch and continues the wall-time count, so ``minutes`` budgets the whole run
+    across resumes. An epoch is not started when the previous epoch's duration says it would
+    end past the budget; ``patience`` stops after that many epochs without a new best.
+
+    Returns:
+      :class:`EpochsResult`. Raises ``ValueError`` when no epoch finished (zero budget).
+    """
+    import flax.serialization  # the only flax use in this module
+
+    _check_positive("steps_per_epoch", steps_per_epoch)
+    if not isinstance(num_epochs, int) or num_epochs < 1:
+        raise ValueError(f"num_epochs must be a positive int; got {show(num_epochs)}")
+    _check_positive("patience", patience)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints, rows_path, best_path = (
+        out / "checkpoints",
+        out / "epochs.json",
+        out / "best_params.msgpack",
+    )
+    done = _latest_checkpoint_step(checkpoints) // steps_per_epoch
+    rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
+    rows = [row for row in rows if row["epoch"] <= done]
+    best = min(rows, key=lambda row: row[select]) if rows and best_path.exists() else None
+    best_params = None
+    if best is not None:
+        best_params = flax.serialization.from_bytes(params, best_path.read_bytes())
+    elapsed = rows[-1]["elapsed_s"] if rows else 0.0
+    last_epoch_s = rows[-1]["epoch_s"] if rows else 0.0
+    stopped = "epochs"
+    for epoch in range(len(rows) + 1, num_epochs + 1):
+        if elapsed + last_epoch_s > minutes * 60:
+            stopped = "minutes"
+            break
+        if best is not None and patience is not None and epoch - 1 - best["epoch"] >= patience:
+            stopped = "patience"
+            break
+        start = time.perf_counter()
+        result = fit(
+            loss_fn,
+            params,
+            optimizer,
+            batch_fn,
+            epoch * steps_per_epoch,
+            key=key,
+            checkpoint_dir=checkpoints,
+            checkpoint_every=steps_per_epoch,
+            max_checkpoints_to_keep=1,
+            progress=None,
+            description=f"{description} {epoch}",
+            log_every=min(log_every, steps_per_epoch),
+        )
+        params = result.params
+        losses = [
+            loss
+            for step, loss in zip(result.history["log_steps"], result.history["loss"], strict=True)
+            if step > (epoch - 1) * steps_per_epoch
+        ]
+        metrics = {name: float(value) for name, value in evaluate(params).items()}
+        if select not in metrics:
+            raise KeyError(
+                f"evaluate returned {sorted(metrics)}; select={select!r} is not among them"
+            )
+        last_epoch_s = time.perf_counter() - start
+        elapsed += last_epoch_s
+        row = {
+            "epoch": epoch,
+            "step": epoch * steps_per_epoch,
+            "train_loss": float(np.mean(losses)) if losses else math.nan,
+            **metrics,
+            "epoch_s": last_epoch_s,
+            "elapsed_s": elapsed,
+        }
+        rows.append(row)
+        if best is None or metrics[select] < best[select]:
+            best, best_params = row, jax.device_get(params)
+            best_path.write_bytes(flax.serialization.to_bytes(best_params))
+        _write_json(rows_path, rows)
+        shown = ", ".join(f"{name} {value:.3f}" for name, value in metrics.items())
+        print(
+            f"{description} {epoch}: train loss {row['train_loss']:.3f}, {shown}"
+            f"{' (best)' if best is row else ''} [{last_epoch_s:.0f} s, {elapsed / 60:.1f} min]",
+            flush=True,
+        )
+    if best_params is None:
+        raise ValueError(f"no epoch finished within minutes={minutes}")
+    return EpochsResult(best_params, rows, best["epoch"], stopped)
+
+
+__all__ = [
+    "CheckpointMismatchError",
+    "EpochsResult",
+    "NonFiniteLossError",
+    "TrainResult",
+    "fit",
+    "fit_epochs",
+]
