@@ -92,6 +92,21 @@ def test_outputs_depend_only_on_earlier_pixels(name):
         assert not (fields[position] & ~_earlier(shape, position)).any(), (name, position)
 
 
+@pytest.mark.parametrize("name", sorted(NETWORKS))
+def test_one_pixel_receptive_field_equals_the_full_map(name):
+    # receptive_field uses one reverse pass per probe, receptive_fields one per pixel: same sets.
+    net = NETWORKS[name]()
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 6, 6, 1))
+    params = net.init(jax.random.PRNGKey(4), x)["params"]
+
+    def network_fn(v):
+        return net.apply({"params": params}, v)
+
+    every = receptive_fields(network_fn, x)
+    for position in [(0, 0), (3, 2), (5, 5)]:
+        np.testing.assert_array_equal(receptive_field(network_fn, x, position), every[position])
+
+
 def test_pixelcnn_has_a_blind_spot_and_gated_pixelcnn_does_not():
     shape, position = (8, 8), (5, 3)
     earlier = _earlier(shape, position)

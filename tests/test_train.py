@@ -359,3 +359,61 @@ def test_progress_off_a_terminal_is_a_few_plain_lines(capfd):
     assert [line.split(",")[0] for line in capfd.readouterr().err.splitlines()] == [
         "fit: step 7/20 (35%)", "fit: step 14/20 (70%)", "fit: step 20/20 (100%)"
     ]  # fmt: skip
+
+
+def scripted_metric(values):
+    """An ``evaluate`` that returns ``values`` in turn, so the best epoch is known in advance."""
+    calls = iter(values)
+    return lambda params: {"valid": next(calls)}
+
+
+def fit_quadratic_epochs(out_dir, num_epochs, values, **kwargs):
+    return train.fit_epochs(
+        quadratic_loss,
+        initial_params(),
+        ADAM,
+        clean_batch,
+        5,
+        num_epochs,
+        key=jax.random.PRNGKey(0),
+        out_dir=out_dir,
+        evaluate=scripted_metric(values),
+        select="valid",
+        log_every=5,
+        **kwargs,
+    )
+
+
+def test_fit_epochs_keeps_the_best_epoch_and_resumes(tmp_path, capfd):
+    result = fit_quadratic_epochs(tmp_path, 4, [3.0, 1.0, 2.0, 4.0])
+    assert result.best_epoch == 2 and result.stopped == "epochs"
+    assert [row["epoch"] for row in result.epochs] == [1, 2, 3, 4]
+    assert [row["valid"] for row in result.epochs] == [3.0, 1.0, 2.0, 4.0]
+    # The best params are exactly those of an uninterrupted 10-step run (epoch 2 = 10 steps).
+    assert_trees_equal(result.params, fit_quadratic(10).params)
+    elapsed = [row["elapsed_s"] for row in result.epochs]
+    assert elapsed == sorted(elapsed) and all(row["epoch_s"] > 0 for row in result.epochs)
+    assert "(best)" in capfd.readouterr().out
+
+    # A rerun with a larger horizon trains only epoch 5; a new best replaces the stored one.
+    resumed = fit_quadratic_epochs(tmp_path, 5, [0.5])
+    assert [row["epoch"] for row in resumed.epochs] == [1, 2, 3, 4, 5]
+    assert resumed.best_epoch == 5
+    assert resumed.epochs[-1]["elapsed_s"] > elapsed[-1]
+    assert_trees_equal(resumed.params, fit_quadratic(25).params)
+    # Finished: nothing runs, and the best params come back from disk.
+    again = fit_quadratic_epochs(tmp_path, 5, [])
+    assert again.best_epoch == 5
+    assert_trees_equal(again.params, resumed.params)
+
+
+def test_fit_epochs_stops_on_patience_and_budget(tmp_path):
+    patient = fit_quadratic_epochs(tmp_path / "p", 10, [1.0, 2.0, 3.0, 4.0], patience=2)
+    assert patient.stopped == "patience" and len(patient.epochs) == 3 and patient.best_epoch == 1
+    with pytest.raises(ValueError, match="no epoch finished"):
+        fit_quadratic_epochs(tmp_path / "b", 3, [1.0], minutes=-1.0)
+    with pytest.raises(KeyError, match="select='valid'"):
+        train.fit_epochs(
+            quadratic_loss, initial_params(), ADAM, clean_batch, 5, 1, key=jax.random.PRNGKey(0),
+            out_dir=tmp_path / "k", evaluate=lambda p: {"nll": 1.0}, select="valid",
+        )  # fmt: skip
