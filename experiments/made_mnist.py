@@ -16,12 +16,12 @@ connectivity (input order and hidden degrees) is an argument of the network, so:
   is resampled is set by ``--order random`` (the order) and ``--hidden-degrees random`` (the
   hidden connectivity).
 
-Training is ``nflows_jax.train.fit`` called once per epoch on one checkpoint directory, so a rerun
-with the same ``--out`` resumes after the last finished epoch; ``--minutes`` is a budget on the
-total training wall time across resumes (an epoch is not started when the previous epoch's time
-says it would overrun). After every epoch the validation NLL (mask 0, or a ``--valid-masks``
-ensemble) is computed; the best-validation params are kept (``best_params.msgpack``) and are the
-ones evaluated at the end. ``--patience`` stops early after that many epochs without improvement.
+Training is ``nflows_jax.train.fit_epochs``, so a rerun with the same ``--out`` resumes after the
+last finished epoch; ``--minutes`` is a budget on the total training wall time across resumes (an
+epoch is not started when the previous epoch's time says it would overrun). After every epoch the
+validation NLL (mask 0, or a ``--valid-masks`` ensemble) is computed; the best-validation params
+are kept (``best_params.msgpack``) and are the ones evaluated at the end. ``--patience`` stops
+early after that many epochs without improvement.
 
 Final evaluation, with the best-validation params: the test NLL in nats (mean over the test
 images, with its standard error) with mask 0 alone and with ensembles of the first M connectivities
@@ -43,7 +43,6 @@ import sys
 import time
 from pathlib import Path
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import matplotlib
@@ -55,7 +54,7 @@ import matplotlib.pyplot as plt
 
 from nflows_jax.data import batches, load_dataset
 from nflows_jax.models.made import bernoulli_made, ensemble_log_prob
-from nflows_jax.train import fit
+from nflows_jax.train import fit_epochs
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TARGETS = {"single mask": 88.0, "mask ensemble": 86.6}  # issue 8 (MADE paper: 88.40, 86.64)
@@ -70,12 +69,6 @@ def load(data_dir: str | None) -> dict[str, np.ndarray]:
         images = load_dataset("binarized_mnist", split, dirs).images
         splits[split] = images.reshape(len(images), -1).astype(np.uint8)
     return splits
-
-
-def latest_checkpoint_step(directory: Path) -> int:
-    """The newest step saved under ``directory`` (orbax names step folders by number), or 0."""
-    steps = [int(p.name) for p in directory.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(steps, default=0)
 
 
 def count_params(params) -> int:
@@ -203,96 +196,35 @@ def run(args: argparse.Namespace) -> dict:
         ]
         return np.concatenate(parts)
 
-    checkpoints = out / "checkpoints"
-    metrics_path = out / "metrics.json"
-    best_path = out / "best_params.msgpack"
-    previous = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    done = latest_checkpoint_step(checkpoints) // steps_per_epoch
-    epochs = [e for e in previous.get("epochs", []) if e["epoch"] <= done]
-    best = min(epochs, key=lambda e: e["valid_nll"]) if epochs else None
-    best_params = None
-    if best is not None and best_path.exists():
-        best_params = flax.serialization.from_bytes(params, best_path.read_bytes())
-    elif best is not None:  # no saved params for it: forget it, the next epoch sets a new best
-        best = None
-    config = {k: v for k, v in vars(args).items() if k != "out"}
-    elapsed = epochs[-1]["elapsed_s"] if epochs else 0.0
-    last_epoch_s = epochs[-1]["epoch_s"] if epochs else 0.0
     train_subset = data["train"][:10000]
     print(
         f"MADE {tuple(args.hidden)} order={args.order} hidden_degrees={args.hidden_degrees} "
         f"masks={args.masks or 'fresh'} residual={args.residual} direct={not args.no_direct}: "
-        f"{count_params(params):,} params, {steps_per_epoch} steps/epoch"
-        + (f"; resuming after epoch {len(epochs)} ({elapsed / 60:.1f} min)" if epochs else ""),
+        f"{count_params(params):,} params, {steps_per_epoch} steps/epoch",
         flush=True,
     )
-    stopped = "epochs"
-    for epoch in range(len(epochs) + 1, args.epochs + 1):
-        if elapsed + last_epoch_s > args.minutes * 60:
-            stopped = "minutes"
-            break
-        if best is not None and epoch - 1 - best["epoch"] >= args.patience:
-            stopped = "patience"
-            break
-        start = time.perf_counter()
-        result = fit(
-            loss_fn,
-            params,
-            optimizer,
-            batch_fn,
-            epoch * steps_per_epoch,
-            key=train_key,
-            checkpoint_dir=checkpoints,
-            checkpoint_every=steps_per_epoch,
-            max_checkpoints_to_keep=1,
-            progress=None,  # a bar on a terminal, a few plain lines in a log file
-            description=f"epoch {epoch}",
-            log_every=min(100, steps_per_epoch),
-        )
-        params = result.params
-        history = result.history
-        this_epoch = [
-            loss
-            for step, loss in zip(history["log_steps"], history["loss"], strict=True)
-            if step > (epoch - 1) * steps_per_epoch
-        ]
-        valid_nll = float(np.mean(nll(params, data["valid"], args.valid_masks)))
-        train_nll = float(np.mean(nll(params, train_subset, 1)))
-        last_epoch_s = time.perf_counter() - start
-        elapsed += last_epoch_s
-        row = {
-            "epoch": epoch,
-            "step": epoch * steps_per_epoch,
-            "train_loss": float(np.mean(this_epoch)) if this_epoch else math.nan,
-            "train_nll": train_nll,
-            "valid_nll": valid_nll,
-            "epoch_s": last_epoch_s,
-            "elapsed_s": elapsed,
-        }
-        epochs.append(row)
-        improved = best is None or valid_nll < best["valid_nll"]
-        if improved:
-            best = row
-            best_params = jax.device_get(params)
-            best_path.write_bytes(flax.serialization.to_bytes(best_params))
-        print(
-            f"epoch {epoch}: train loss {row['train_loss']:.2f}, train {train_nll:.2f}, "
-            f"valid {valid_nll:.2f} nats{' (best)' if improved else ''} "
-            f"[{last_epoch_s:.0f} s, {elapsed / 60:.1f} min]",
-            flush=True,
-        )
-        metrics = {
-            "config": config,
-            "num_params": count_params(params),
-            "steps_per_epoch": steps_per_epoch,
-            "epochs": epochs,
-            "best_epoch": best["epoch"],
-            "training_minutes": elapsed / 60,
-        }
-        metrics_path.write_text(json.dumps(metrics, indent=2))
-
-    if best_params is None:
-        raise SystemExit("no finished epoch to evaluate")
+    result = fit_epochs(
+        loss_fn,
+        params,
+        optimizer,
+        batch_fn,
+        steps_per_epoch,
+        args.epochs,
+        key=train_key,
+        out_dir=out,
+        evaluate=lambda p: {
+            "train_nll": float(np.mean(nll(p, train_subset, 1))),
+            "valid_nll": float(np.mean(nll(p, data["valid"], args.valid_masks))),
+        },
+        select="valid_nll",
+        minutes=args.minutes,
+        patience=args.patience,
+    )
+    best_params, epochs, stopped = result.params, result.epochs, result.stopped
+    best = next(e for e in epochs if e["epoch"] == result.best_epoch)
+    elapsed = epochs[-1]["elapsed_s"]
+    config = {k: v for k, v in vars(args).items() if k != "out"}
+    metrics_path = out / "metrics.json"
     print(
         f"stopped ({stopped}) after epoch {len(epochs)}; evaluating the best-validation params "
         f"(epoch {best['epoch']}, valid {best['valid_nll']:.2f}) on the test set",
