@@ -407,7 +407,11 @@ def test_state_and_info_shapes(make):
             lambda f: hmc(f, 0.1, np.float64(2.5)),
             r"num_leapfrog_steps must be an int >= 1, got 2\.5$",
         ),
-        (lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.eye(3)), "dense mass matrices"),
+        (lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.ones((3, 2))), r"square dense matrix"),
+        (
+            lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.array([[1.0, 2.0], [2.0, 1.0]])),
+            "positive definite",
+        ),
         (
             lambda f: hmc(f, 0.1, 5, inverse_mass_matrix=jnp.array([1.0, -1.0, 1.0])),
             r"strictly positive, got minimum -1\.0",
