@@ -20,6 +20,7 @@ Reported: seconds, samples (steps × batch) per second, and fast / naive speed-u
 
     python benchmarks/generation.py            # the table
     python benchmarks/generation.py --quick    # smoke run
+    python benchmarks/generation.py --rows gated --out benchmarks/results/generation_gated.json
 """
 
 from __future__ import annotations
@@ -163,19 +164,27 @@ def parallel_rows(args) -> list[dict]:
     ]
 
 
+ROWS = {
+    "wavenet": wavenet_rows,
+    "pixelcnn": pixelcnn_rows,
+    "gated": lambda args: pixelcnn_rows(args, gated=True),
+    "parallel": parallel_rows,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--length", type=int, default=16_000)
     parser.add_argument("--naive-steps", type=int, default=20)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--out", default="benchmarks/results/generation.json")
     args = parser.parse_args()
     if args.quick:
         args.length, args.naive_steps, args.batch = 256, 4, 2
     load_start = os.getloadavg()
-    rows = wavenet_rows(args) + pixelcnn_rows(args) + pixelcnn_rows(args, gated=True)
-    rows += parallel_rows(args)
+    rows = [row for name in args.rows for row in ROWS[name](args)]
     result = {
         "rows": rows,
         "platform": platform.platform(),

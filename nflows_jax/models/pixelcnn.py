@@ -219,62 +219,83 @@ class GatedPixelCNNNet(nn.Module):
     def __call__(self, x: Array, context: Array | None = None) -> Array:
         self._check(x, context)
         half = self.kernel // 2
-        vertical, horizontal = x, _shift_right(x)
+        links = self._vertical_links(x, context)
+        horizontal = _shift_right(x)
         for layer in range(self.num_layers):
-            # vertical: output row i reads rows i - half .. i; horizontal: columns j - half .. j
-            vertical_pre = self.vertical[layer](
-                jnp.pad(vertical, ((0, 0), (half, 0), (half, half), (0, 0)))
-            )
-            horizontal_pre = self.horizontal[layer](
-                jnp.pad(horizontal, ((0, 0), (0, 0), (half, 0), (0, 0)))
-            ) + self.links[layer](_shift_down(vertical_pre))
-            vertical = self._gate(vertical_pre, layer, "vertical", context)
-            update = self.residuals[layer](self._gate(horizontal_pre, layer, "horizontal", context))
-            horizontal = update if layer == 0 else horizontal + update
+            # horizontal: output column j reads columns j - half .. j of the row
+            pre = self.horizontal[layer](jnp.pad(horizontal, ((0, 0), (0, 0), (half, 0), (0, 0))))
+            horizontal = self._horizontal_update(horizontal, pre + links[layer], layer, context)
         out = self._head(horizontal)
         return out.reshape(*x.shape, self.outputs_per_entry)
 
-    def at_pixel(self, x: Array, i: Array, j: Array, context: Array | None = None) -> Array:
-        """The outputs at pixel (i, j), (B, 1, K), from the inputs that reach it.
+    def _vertical_links(self, x: Array, context: Array | None) -> list[Array]:
+        """The vertical stack's contribution to each layer's horizontal stack, (B, H, W, 2F)
+        per layer: at row i it depends on the rows above i only (the shift down)."""
+        half = self.kernel // 2
+        vertical, links = x, []
+        for layer in range(self.num_layers):
+            # vertical: output row i reads rows i - half .. i
+            pre = self.vertical[layer](jnp.pad(vertical, ((0, 0), (half, 0), (half, half), (0, 0))))
+            links.append(self.links[layer](_shift_down(pre)))
+            vertical = self._gate(pre, layer, "vertical", context)
+        return links
 
-        Equal to ``self(x, context)[:, i, j]``. With L layers and ``half = kernel // 2`` the
-        vertical stack is needed only on the rectangle ``rows i-1-(L-l)·half .. i-1``, ``columns
-        j ± (L-l)·half`` after layer l (the link reads it at row i-1), the horizontal stack only
-        on row i, ``columns j-(L-l)·half .. j``: both shrink layer by layer to the pixel under
-        'VALID' convolutions. Window positions outside the image are zeroed at every layer, as
-        the padding of the full pass sees them. ``i`` and ``j`` may be traced.
+    def _horizontal_update(
+        self, horizontal: Array, pre: Array, layer: int, context: Array | None
+    ) -> Array:
+        update = self.residuals[layer](self._gate(pre, layer, "horizontal", context))
+        if layer == 0:
+            return update
+        # residual: the input is cropped to the output's columns ('VALID' windows shrink)
+        return horizontal[:, :, horizontal.shape[2] - update.shape[2] :] + update
+
+    def row_cache(self, x: Array, i: Array, context: Array | None = None) -> Array:
+        """What every pixel of row ``i`` reuses: the vertical links at that row, (L, B, W, 2F).
+
+        They depend on the rows above ``i`` only, so a sampler computes them once per row (one
+        vertical-stack pass) and :meth:`at_pixel` then runs the small horizontal stack alone.
         """
         self._check(x, context)
-        height, width = x.shape[1:3]
+        links = self._vertical_links(x, context)
+        return jnp.stack([jax.lax.dynamic_index_in_dim(h, i, 1, keepdims=False) for h in links])
+
+    def at_pixel(
+        self,
+        x: Array,
+        i: Array,
+        j: Array,
+        context: Array | None = None,
+        cache: Array | None = None,
+    ) -> Array:
+        """The outputs at pixel (i, j), (B, 1, K): equal to ``self(x, context)[:, i, j]``.
+
+        ``cache`` is ``row_cache(x, i, context)`` (computed here when None). The horizontal
+        stack then runs on row i only: with L layers and ``half = kernel // 2`` it is needed on
+        columns ``j - (L-l)·half .. j`` before layer l, a window shrinking to the pixel under
+        'VALID' convolutions, with positions left of the image zeroed at every layer as the
+        padding of the full pass sees them. ``i`` and ``j`` may be traced.
+        """
+        self._check(x, context)
+        if cache is None:
+            cache = self.row_cache(x, i, context)
         layers, half = self.num_layers, self.kernel // 2
         reach = layers * half
-        padded = jnp.pad(x, ((0, 0), (reach + 1, 0), (reach + 1, reach), (0, 0)))
         batch = x.shape[0]
-        # vertical input: rows i-1-reach .. i-1, columns j-reach .. j+reach
-        vertical = jax.lax.dynamic_slice(
-            padded, (0, i, j + 1, 0), (batch, reach + 1, 2 * reach + 1, 1)
-        )
-        # horizontal input, the image shifted right: row i, columns j-reach-1 .. j-1
-        horizontal = jax.lax.dynamic_slice(
-            padded, (0, i + reach + 1, j, 0), (batch, 1, reach + 1, 1)
-        )
-
-        def keep(h, top, left):
-            r = top + jnp.arange(h.shape[1])[:, None]
-            c = left + jnp.arange(h.shape[2])[None, :]
-            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
-            return jnp.where(inside[None, :, :, None], h, 0)
+        # the row, shifted right by one pixel, as columns j - reach - 1 .. j - 1 (+ zero padding)
+        row = jax.lax.dynamic_index_in_dim(x, i, 1)  # (B, 1, W, 1)
+        padded = jnp.pad(row, ((0, 0), (0, 0), (reach + 1, 0), (0, 0)))
+        horizontal = jax.lax.dynamic_slice_in_dim(padded, j, reach + 1, axis=2)
+        links = jnp.pad(cache, ((0, 0), (0, 0), (reach, 0), (0, 0)))  # column c at c + reach
 
         for layer in range(layers):
             remaining = (layers - layer - 1) * half  # the reach still needed after this layer
-            top, left = i - 1 - remaining, j - remaining
-            vertical_pre = keep(self.vertical[layer](vertical), top, left)
-            link = self.links[layer](vertical_pre[:, -1:, : remaining + 1])  # row i - 1
-            horizontal_pre = self.horizontal[layer](horizontal) + link
-            vertical = keep(self._gate(vertical_pre, layer, "vertical", context), top, left)
-            update = self.residuals[layer](self._gate(horizontal_pre, layer, "horizontal", context))
-            horizontal = update if layer == 0 else horizontal[:, :, half:] + update
-            horizontal = keep(horizontal, i, left)
+            link = jax.lax.dynamic_slice_in_dim(
+                links[layer], j + reach - remaining, remaining + 1, 1
+            )
+            pre = self.horizontal[layer](horizontal) + link[:, None]
+            horizontal = self._horizontal_update(horizontal, pre, layer, context)
+            inside = j - remaining + jnp.arange(remaining + 1) >= 0
+            horizontal = jnp.where(inside[None, None, :, None], horizontal, 0)
         return self._head(horizontal).reshape(batch, 1, self.outputs_per_entry)
 
 
@@ -288,8 +309,10 @@ class ImageAutoregressive(NamedTuple):
       sample: ``sample(params, key, num_samples, context=None) -> (N, H, W, G)`` int32, the naive
         loop: one full network pass per entry (H·W·G passes).
       sample_fast: the same signature and, for the same key, the same samples, computing each
-        entry from the window of inputs that can reach its pixel (the network's ``at_pixel``);
-        None for networks without ``at_pixel``.
+        entry from only what can reach its pixel (the network's ``at_pixel``): PixelCNN from
+        the window of inputs above and around it, Gated PixelCNN from its vertical stack,
+        computed once per row (``row_cache``), and its horizontal stack on the row; None for
+        networks without ``at_pixel``.
       likelihood: the per-entry likelihood.
       image_shape: (H, W, G).
     """
@@ -353,31 +376,46 @@ def image_autoregressive(
         per_entry = likelihood.log_prob(outputs(params, x, context), x)
         return jnp.sum(per_entry.reshape(x.shape[0], -1), axis=1)
 
-    def sampler(entry_outputs):
-        """A raster loop over the entries; ``entry_outputs(params, x, i, j, context)`` gives
-        the (N, G, K) outputs of pixel (i, j) for the partly drawn integer image x."""
+    def sampler(entry_outputs, row_cache=None):
+        """A raster loop over the entries. ``row_cache(params, x, i, context)`` (optional) is
+        computed once at the start of row i; ``entry_outputs(params, x, i, j, context, cache)``
+        gives the (N, G, K) outputs of pixel (i, j) for the partly drawn integer image x."""
 
         def sample(params, key, num_samples, context=None):
-            def step(index, x):
-                i, rest = jnp.divmod(index, width * groups)
-                j, g = jnp.divmod(rest, groups)
-                out = entry_outputs(params, x, i, j, context)[:, g]  # (N, K)
-                value = likelihood.sample(entry_key(key, index), out)
-                return x.at[:, i, j, g].set(value)
+            def row(i, x):
+                cache = jnp.zeros(()) if row_cache is None else row_cache(params, x, i, context)
+
+                def entry(index_in_row, x):
+                    j, g = jnp.divmod(index_in_row, groups)
+                    out = entry_outputs(params, x, i, j, context, cache)[:, g]  # (N, K)
+                    index = i * width * groups + index_in_row  # the raster index: its key
+                    value = likelihood.sample(entry_key(key, index), out)
+                    return x.at[:, i, j, g].set(value)
+
+                return jax.lax.fori_loop(0, width * groups, entry, x)
 
             x = jnp.zeros((num_samples, *image_shape), jnp.int32)
-            return jax.lax.fori_loop(0, height * width * groups, step, x)
+            return jax.lax.fori_loop(0, height, row, x)
 
         return sample
 
-    def full_pass_at(params, x, i, j, context):
+    def full_pass_at(params, x, i, j, context, cache):
         return outputs(params, x, context)[:, i, j]
 
-    def window_at(params, x, i, j, context):
-        inputs = scale_levels(x, levels)
-        return network.apply({"params": params}, inputs, i, j, context, method="at_pixel")
+    def apply(params, x, *args, method):
+        return network.apply({"params": params}, scale_levels(x, levels), *args, method=method)
 
-    fast = sampler(window_at) if hasattr(network, "at_pixel") else None
+    def window_at(params, x, i, j, context, cache):
+        if hasattr(network, "row_cache"):
+            return apply(params, x, i, j, context, cache, method="at_pixel")
+        return apply(params, x, i, j, context, method="at_pixel")
+
+    def cache_at(params, x, i, context):
+        return apply(params, x, i, context, method="row_cache")
+
+    fast = None
+    if hasattr(network, "at_pixel"):
+        fast = sampler(window_at, cache_at if hasattr(network, "row_cache") else None)
     return ImageAutoregressive(
         init, outputs, log_prob, sampler(full_pass_at), fast, likelihood, image_shape
     )
