@@ -4,6 +4,7 @@ Every MCMC method is a ``Kernel(init, step)`` of pure single-chain functions (se
 ``sample_chains`` vmaps one over chains and scans it over steps.
 """
 
+from nflows_jax.sampling.arviz import to_arviz
 from nflows_jax.sampling.base import Kernel, normal_and_uniform, uniform
 from nflows_jax.sampling.diagnostics import (
     StuckChainWarning,
@@ -51,6 +52,7 @@ __all__ = [
     "sgld",
     "split_rhat",
     "stuck_chains",
+    "to_arviz",
     "ula",
     "uniform",
 ]

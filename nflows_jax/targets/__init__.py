@@ -2,6 +2,8 @@
 
 ``energies``: Rezende & Mohamed's U1–U4, banana, Neal's funnel, Gaussians, Gaussian mixtures.
 ``lattice``: the 2-D Ising model (with Onsager's exact values) and binary RBMs.
+``posteriors``: Bayesian logistic regression on the breast-cancer data, eight schools (centred
+and non-centred), and ``reference_moments`` from long HMC runs.
 """
 
 from nflows_jax.targets.energies import (
@@ -31,27 +33,53 @@ from nflows_jax.targets.lattice import (
     rbm_joint_logdensity,
     rbm_visible_logdensity,
 )
+from nflows_jax.targets.posteriors import (
+    EIGHT_SCHOOLS_CONSTRAINED_BLOCKS,
+    EIGHT_SCHOOLS_CONSTRAINED_NAMES,
+    EIGHT_SCHOOLS_SIGMA,
+    EIGHT_SCHOOLS_Y,
+    EightSchools,
+    LogisticRegressionPosterior,
+    ReferenceMoments,
+    breast_cancer_data,
+    eight_schools,
+    half_cauchy_log_scale_logpdf,
+    logistic_regression_posterior,
+    reference_moments,
+)
 
 __all__ = [
+    "EIGHT_SCHOOLS_CONSTRAINED_BLOCKS",
+    "EIGHT_SCHOOLS_CONSTRAINED_NAMES",
+    "EIGHT_SCHOOLS_SIGMA",
+    "EIGHT_SCHOOLS_Y",
     "ISING_CRITICAL_BETA",
     "RBM",
     "REZENDE_ENERGIES",
+    "EightSchools",
     "GaussianTarget",
+    "LogisticRegressionPosterior",
+    "ReferenceMoments",
     "banana_logdensity",
     "banana_moments",
+    "breast_cancer_data",
+    "eight_schools",
     "funnel_logdensity",
     "gaussian_logdensity",
     "gaussian_mixture_logdensity",
     "gaussian_mixture_moments",
+    "half_cauchy_log_scale_logpdf",
     "ill_conditioned_gaussian",
     "ising_energy_per_site",
     "ising_logdensity",
+    "logistic_regression_posterior",
     "magnetisation_per_site",
     "onsager_energy_per_site",
     "onsager_magnetisation",
     "rbm_init",
     "rbm_joint_logdensity",
     "rbm_visible_logdensity",
+    "reference_moments",
     "u1_logdensity",
     "u2_logdensity",
     "u3_logdensity",
