@@ -4,6 +4,13 @@ Every MCMC method is a ``Kernel(init, step)`` of pure single-chain functions (se
 ``sample_chains`` vmaps one over chains and scans it over steps.
 """
 
+from nflows_jax.sampling.adaptation import (
+    AdaptationResult,
+    chees_adaptation,
+    dual_averaging,
+    run_adaptation,
+    window_adaptation,
+)
 from nflows_jax.sampling.arviz import to_arviz
 from nflows_jax.sampling.base import Kernel, normal_and_uniform, uniform
 from nflows_jax.sampling.diagnostics import (
@@ -20,7 +27,7 @@ from nflows_jax.sampling.gibbs import (
     ising_gibbs,
     rbm_gibbs,
 )
-from nflows_jax.sampling.hmc import hmc, leapfrog
+from nflows_jax.sampling.hmc import hmc, jittered_hmc, leapfrog
 from nflows_jax.sampling.langevin import mala, ula
 from nflows_jax.sampling.mh import independence_mh, mh, rwmh
 from nflows_jax.sampling.run import ChainResult, sample_chains
@@ -28,16 +35,20 @@ from nflows_jax.sampling.sgmcmc import minibatch_grad_estimator, sghmc, sgld
 from nflows_jax.sampling.tempering import parallel_tempering
 
 __all__ = [
+    "AdaptationResult",
     "ChainResult",
     "Kernel",
     "StuckChainWarning",
     "autocorrelation",
+    "chees_adaptation",
     "discrete_gibbs",
+    "dual_averaging",
     "effective_sample_size",
     "gaussian_gibbs",
     "hmc",
     "independence_mh",
     "ising_gibbs",
+    "jittered_hmc",
     "leapfrog",
     "mala",
     "mh",
@@ -46,6 +57,7 @@ __all__ = [
     "normal_and_uniform",
     "parallel_tempering",
     "rbm_gibbs",
+    "run_adaptation",
     "rwmh",
     "sample_chains",
     "sghmc",
@@ -55,4 +67,5 @@ __all__ = [
     "to_arviz",
     "ula",
     "uniform",
+    "window_adaptation",
 ]

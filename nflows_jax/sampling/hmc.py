@@ -129,10 +129,11 @@ def check_inverse_mass_matrix(inverse_mass_matrix: Array | None, who: str) -> Ar
             f"{who}: inverse_mass_matrix must be floating point, got {inverse_mass.dtype}"
         )
     if inverse_mass.ndim == 1:
-        if not is_tracer(inverse_mass) and not bool(jnp.all(inverse_mass > 0)):
+        # numpy, not jnp: a concrete matrix must be checkable inside a jit trace too.
+        if not is_tracer(inverse_mass) and not np.all(np.asarray(inverse_mass) > 0):
             raise ValueError(
                 f"{who}: inverse_mass_matrix must be strictly positive, got minimum "
-                f"{float(jnp.min(inverse_mass))}"
+                f"{float(np.min(np.asarray(inverse_mass)))}"
             )
         return inverse_mass
     if inverse_mass.ndim != 2 or inverse_mass.shape[0] != inverse_mass.shape[1]:
