@@ -35,25 +35,15 @@ from nflows_jax import flows
 from nflows_jax.bijectors import repeat
 from nflows_jax.bijectors.planar import planar
 from nflows_jax.flow_mcmc import fit_reverse_kl, flow_importance_sampling
-from nflows_jax.targets.energies import REZENDE_ENERGIES
+from nflows_jax.targets.energies import (
+    REZENDE_BOX,
+    REZENDE_ENERGIES,
+    confined_logdensity,
+    grid_reference,
+)
 
-LIMIT = 4.0
+LIMIT = REZENDE_BOX
 WALL_WIDTH = 0.1
-
-
-def confined(logdensity):
-    """The energy plus a steep Gaussian wall outside [−LIMIT, LIMIT]².
-
-    U2–U4 do not decay along z1, so exp(−U) has infinite mass: the paper shows them on a box.
-    The wall makes the target normalisable without changing it inside the box, so KL and log Z
-    are well defined and the grid reference (taken over a margin that holds the wall) is exact.
-    """
-
-    def confined_logdensity(x):
-        outside = jax.nn.relu(jnp.abs(x) - LIMIT) / WALL_WIDTH
-        return logdensity(x) - 0.5 * jnp.sum(outside**2, axis=-1)
-
-    return confined_logdensity
 
 
 def grid(resolution: int, half_width: float = LIMIT):
@@ -65,10 +55,9 @@ def grid(resolution: int, half_width: float = LIMIT):
 
 
 def grid_log_normaliser(logdensity, resolution: int = 1000) -> float:
-    """log ∫ exp(logdensity) by the rectangle rule over the box plus a margin of 10 wall widths,
-    beyond which the confined targets hold no measurable mass."""
-    _, _, points, cell_area = grid(resolution, LIMIT + 10 * WALL_WIDTH)
-    return float(jax.scipy.special.logsumexp(logdensity(points)) + np.log(cell_area))
+    """log ∫ exp(logdensity) over the box plus a margin of 10 wall widths, beyond which the
+    confined targets hold no measurable mass."""
+    return grid_reference(logdensity, LIMIT + 10 * WALL_WIDTH, resolution).log_normaliser
 
 
 def fit_planar(logdensity, num_layers: int, args, key: jax.Array):
@@ -135,7 +124,7 @@ def main() -> None:
     metrics: dict[str, dict] = {}
     key = jax.random.PRNGKey(args.seed)
     for row, name in enumerate(names):
-        logdensity = confined(REZENDE_ENERGIES[name])
+        logdensity = confined_logdensity(REZENDE_ENERGIES[name], LIMIT, WALL_WIDTH)
         log_z_grid = grid_log_normaliser(logdensity)
         axes[row, 0].pcolormesh(
             xx,

@@ -21,10 +21,12 @@ from nflows_jax.targets.energies import (
     REZENDE_ENERGIES,
     banana_logdensity,
     banana_moments,
+    confined_logdensity,
     funnel_logdensity,
     gaussian_logdensity,
     gaussian_mixture_logdensity,
     gaussian_mixture_moments,
+    grid_reference,
     ill_conditioned_gaussian,
     u1_logdensity,
     u2_logdensity,
@@ -332,3 +334,31 @@ def test_normalisers_hold_in_log_space():
     # 25 log 2π + ½ Σ |log λ| (if it is summed in float32; once if it is a float64 constant).
     atol = 50 * EPS32 * (25 * math.log(2 * math.pi) + 0.5 * np.sum(np.abs(log_eigvals)))
     np.testing.assert_allclose(logdensity(mean), expected, rtol=0, atol=atol)
+
+
+def test_grid_reference_integrates_a_known_gaussian():
+    # N((0.5, -1), diag(0.8², 1.2²)) on [-8, 8]² (>= 5.4 sd of margin: tail mass < 1e-7).
+    mean, scale = np.array([0.5, -1.0]), np.array([0.8, 1.2])
+
+    def logdensity(x):
+        z = (x - mean) / scale
+        return -0.5 * jnp.sum(z**2, -1) - jnp.sum(np.log(scale)) - np.log(2 * np.pi)
+
+    reference = grid_reference(logdensity, 8.0, resolution=800)
+    # Midpoint rule error O(h² f'') with h = 0.02 (~1e-4 relative at the 0.8 scale), plus float32
+    # log-densities (~1e-6 relative): 1e-3 bounds both with a margin.
+    np.testing.assert_allclose(reference.log_normaliser, 0.0, atol=1e-3)
+    np.testing.assert_allclose(reference.mean, mean, atol=1e-3)
+    np.testing.assert_allclose(reference.second_moment, scale**2 + mean**2, rtol=1e-3)
+
+
+def test_confined_logdensity_adds_a_wall_outside_the_box_only():
+    confined = confined_logdensity(u2_logdensity, limit=4.0, wall_width=0.1)
+    inside = jnp.array([[3.9, -3.9], [0.0, 1.0]])
+    np.testing.assert_array_equal(confined(inside), u2_logdensity(inside))
+    outside = jnp.array([4.2, 0.0])  # 0.2 past the wall: -½ (0.2 / 0.1)² = -2
+    np.testing.assert_allclose(confined(outside) - u2_logdensity(outside), -2.0, rtol=1e-5)
+    # U2 does not decay along z1; the confined version holds finite mass.
+    assert np.isfinite(grid_reference(confined, 5.0, 400).log_normaliser)
+    with pytest.raises(ValueError, match="wall_width"):
+        confined_logdensity(u2_logdensity, wall_width=0.0)

@@ -125,6 +125,64 @@ def _normal_logpdf(x: Array, mean: Array | float, log_scale: Array | float) -> A
     return -0.5 * ((x - mean) * jnp.exp(-log_scale)) ** 2 - log_scale - 0.5 * _LOG_2PI
 
 
+REZENDE_BOX = 4.0  # the half-width of the box [-4, 4]² on which the paper shows U1–U4
+
+
+def confined_logdensity(
+    logdensity: LogDensity, limit: float = REZENDE_BOX, wall_width: float = 0.1
+) -> LogDensity:
+    """``logdensity`` plus a steep Gaussian wall outside the box [-limit, limit]^d.
+
+    U2–U4 do not decay along z1, so exp(-U) has infinite mass; the wall
+    ``-½ Σ_i (relu(|x_i| - limit) / wall_width)²`` makes the target normalisable without
+    changing it inside the box, so log Z, KL and moments are well defined (and MCMC on it is
+    positive recurrent). Shapes as ``logdensity``: (..., d) -> (...).
+    """
+    if not limit > 0 or not wall_width > 0:
+        raise ValueError(f"limit and wall_width must be > 0; got {show(limit)}, {show(wall_width)}")
+
+    def confined(x: Array) -> Array:
+        outside = jax.nn.relu(jnp.abs(x) - limit) / wall_width
+        return logdensity(x) - 0.5 * jnp.sum(outside**2, axis=-1)
+
+    return confined
+
+
+class GridReference(NamedTuple):
+    """Quadrature of a 2-D density on a grid (float64 sums of float32 log-densities).
+
+    Attributes:
+      log_normaliser: log ∫ exp(logdensity).
+      mean: (2,) E[x].
+      second_moment: (2,) E[x²] per coordinate.
+    """
+
+    log_normaliser: float
+    mean: np.ndarray
+    second_moment: np.ndarray
+
+
+def grid_reference(
+    logdensity: LogDensity, half_width: float, resolution: int = 1000
+) -> GridReference:
+    """The normaliser and moments of a 2-D density: the midpoint rule on [-w, w]², w = half_width.
+
+    Exact up to the rule's O(h²) error for densities that hold no measurable mass outside the
+    square (e.g. a ``confined_logdensity`` with ``half_width = limit + 10 wall_width``).
+    """
+    step = 2.0 * half_width / resolution
+    axis = -half_width + step * (np.arange(resolution) + 0.5)
+    xx, yy = np.meshgrid(axis, axis)
+    points = np.stack([xx.ravel(), yy.ravel()], axis=1)
+    log_p = np.asarray(jax.jit(logdensity)(jnp.asarray(points, jnp.float32)), np.float64)
+    shift = log_p.max()
+    weights = np.exp(log_p - shift)
+    total = weights.sum()
+    mean = weights @ points / total
+    second = weights @ points**2 / total
+    return GridReference(float(shift + np.log(total * step**2)), mean, second)
+
+
 def banana_logdensity(z: Array, curvature: float = 0.1, x1_variance: float = 100.0) -> Array:
     """Haario et al.'s "twisted Gaussian" (banana), normalised. Shapes: (..., 2) -> (...).
 
@@ -301,14 +359,18 @@ def gaussian_mixture_moments(weights: Array, means: Array, scales: Array) -> tup
 
 
 __all__ = [
+    "REZENDE_BOX",
     "REZENDE_ENERGIES",
     "GaussianTarget",
+    "GridReference",
     "banana_logdensity",
     "banana_moments",
+    "confined_logdensity",
     "funnel_logdensity",
     "gaussian_logdensity",
     "gaussian_mixture_logdensity",
     "gaussian_mixture_moments",
+    "grid_reference",
     "ill_conditioned_gaussian",
     "u1_logdensity",
     "u2_logdensity",
