@@ -9,6 +9,7 @@ from nflows_jax.sampling.adaptation import (
     chees_adaptation,
     dual_averaging,
     run_adaptation,
+    rwmh_adaptation,
     window_adaptation,
 )
 from nflows_jax.sampling.arviz import to_arviz
@@ -59,6 +60,7 @@ __all__ = [
     "rbm_gibbs",
     "run_adaptation",
     "rwmh",
+    "rwmh_adaptation",
     "sample_chains",
     "sghmc",
     "sgld",

@@ -57,6 +57,7 @@ from nflows_jax.sampling.hmc import (
     hmc,
     jittered_hmc,
 )
+from nflows_jax.sampling.mh import rwmh
 from nflows_jax.sampling.run import (
     _as_key,
     _chain_sharding,
@@ -77,6 +78,7 @@ __all__ = [
     "chees_adaptation",
     "dual_averaging",
     "run_adaptation",
+    "rwmh_adaptation",
     "welford_covariance",
     "welford_init",
     "welford_update",
@@ -638,15 +640,7 @@ def window_adaptation(
     who = "window_adaptation"
     num_leapfrog_steps = _check_int(num_leapfrog_steps, "num_leapfrog_steps", 1, who)
     check_step_size(initial_step_size, "initial_step_size", who)
-    for name, value in (
-        ("init_buffer", init_buffer),
-        ("base_window", base_window),
-        ("term_buffer", term_buffer),
-    ):
-        _check_int(value, name, 1 if name == "base_window" else 0, who)
     check_positive_finite(divergence_threshold, "divergence_threshold", who)
-    averaging = dual_averaging(target_accept, t0, gamma, kappa)
-    dense_mass = bool(dense_mass)
     if inverse_mass_matrix is not None:
         inverse_mass_matrix = check_inverse_mass_matrix(inverse_mass_matrix, who)
     divergence_threshold = float(divergence_threshold)
@@ -660,8 +654,60 @@ def window_adaptation(
             divergence_threshold=divergence_threshold,
         )
 
+    def build_kernel(**params) -> Kernel:
+        return hmc(logdensity_fn, **params)
+
+    fixed = (
+        ("num_leapfrog_steps", num_leapfrog_steps),
+        ("divergence_threshold", divergence_threshold),
+    )
+    return _windowed_adaptation(
+        kernel_at,
+        lambda infos: jnp.sum(infos.num_leapfrog_steps),
+        lambda step_size, inverse_mass: {
+            "step_size": step_size,
+            "inverse_mass_matrix": inverse_mass,
+        },
+        build_kernel,
+        fixed,
+        dual_averaging(target_accept, t0, gamma, kappa),
+        window_schedule_args=(init_buffer, base_window, term_buffer),
+        dense_mass=bool(dense_mass),
+        adapt_mass_matrix=adapt_mass_matrix,
+        initial_step_size=initial_step_size,
+        inverse_mass_matrix=inverse_mass_matrix,
+        who=who,
+    )
+
+
+def _windowed_adaptation(
+    kernel_at: Callable[[Array, Array], Kernel],
+    evaluations: Callable[[Any], Array],
+    final_parameters: Callable[[Array, Array], dict[str, Any]],
+    build_kernel: Callable[..., Kernel],
+    fixed: tuple[tuple[str, Any], ...],
+    averaging: DualAveraging,
+    *,
+    window_schedule_args: tuple[int, int, int],
+    dense_mass: bool,
+    adapt_mass_matrix: bool,
+    initial_step_size: float,
+    inverse_mass_matrix: Array | None,
+    who: str,
+) -> Adaptation:
+    """Stan's windowed warm-up of any kernel with a step size and a metric (the shared core of
+    :func:`window_adaptation` and :func:`rwmh_adaptation`).
+
+    ``kernel_at(step_size, inverse_mass)`` is the kernel of one warm-up step, ``evaluations(infos)``
+    the target evaluations that step cost over all chains, ``final_parameters(step_size,
+    inverse_mass)`` the tuned keyword arguments of ``build_kernel``.
+    """
+    names = ("init_buffer", "base_window", "term_buffer")
+    for name, value in zip(names, window_schedule_args, strict=True):
+        _check_int(value, name, 1 if name == "base_window" else 0, who)
+
     def schedule(num_steps: int) -> tuple[Array, Array]:
-        windows = window_schedule(num_steps, init_buffer, base_window, term_buffer)
+        windows = window_schedule(num_steps, *window_schedule_args)
         return _schedule_flags(num_steps, windows if adapt_mass_matrix else [])
 
     def init(positions, num_steps):
@@ -693,28 +739,65 @@ def window_adaptation(
         dim = inverse_mass.shape[0]
         welford = _select(ends, welford_init(dim, dense_mass, inverse_mass.dtype), welford)
         da_state = _select(ends, averaging.init(step_size), da_state)
+        divergent = getattr(infos, "is_divergent", jnp.zeros_like(acceptance, bool))
         row = {
             "step_size": state.step_size,
             "acceptance_rate": jnp.mean(acceptance),
-            "num_divergent": jnp.sum(infos.is_divergent.astype(jnp.int32)),
-            "num_gradient_evaluations": jnp.sum(infos.num_leapfrog_steps),
+            "num_divergent": jnp.sum(divergent.astype(jnp.int32)),
+            "num_gradient_evaluations": evaluations(infos),
         }
         return chain_states, WindowAdaptationState(step_size, inverse_mass, da_state, welford), row
 
     def parameters(state: WindowAdaptationState) -> dict[str, Any]:
-        return {
-            "step_size": averaging.final(state.dual_averaging),
-            "inverse_mass_matrix": state.inverse_mass_matrix,
-        }
+        return final_parameters(averaging.final(state.dual_averaging), state.inverse_mass_matrix)
 
-    def build_kernel(**params) -> Kernel:
-        return hmc(logdensity_fn, **params)
-
-    fixed = (
-        ("num_leapfrog_steps", num_leapfrog_steps),
-        ("divergence_threshold", divergence_threshold),
-    )
     return Adaptation(init, step, parameters, build_kernel, fixed)
+
+
+def rwmh_adaptation(
+    logdensity_fn: LogDensityFn,
+    *,
+    target_accept: float = 0.234,
+    initial_step_size: float = 0.5,
+    init_buffer: int = 75,
+    base_window: int = 25,
+    term_buffer: int = 50,
+    t0: float = 10.0,
+    gamma: float = 0.05,
+    kappa: float = 0.75,
+) -> Adaptation:
+    """Stan's windowed warm-up applied to random-walk Metropolis, across many chains.
+
+    The proposal is ``x + ε · sqrt(diag Σ) · z``: the diagonal covariance Σ is estimated in slow
+    windows from all chains (as :func:`window_adaptation` estimates M⁻¹) and ε by dual averaging
+    on the mean acceptance over chains, aiming at 0.234 (Roberts, Gelman & Gilks 1997, the
+    optimum in high dimension). The result's kernel is ``rwmh(logdensity_fn, scale)`` with
+    ``parameters = {"scale": (D,)}``; ``num_gradient_evaluations`` counts log-density
+    evaluations (one per chain per step), the cost unit RWMH has.
+    """
+    who = "rwmh_adaptation"
+    check_step_size(initial_step_size, "initial_step_size", who)
+
+    def kernel_at(step_size, inverse_mass) -> Kernel:
+        return rwmh(logdensity_fn, step_size * jnp.sqrt(inverse_mass))
+
+    def build_kernel(scale) -> Kernel:
+        return rwmh(logdensity_fn, scale)
+
+    return _windowed_adaptation(
+        kernel_at,
+        lambda infos: jnp.asarray(infos.acceptance_prob.shape[0], jnp.int32),
+        lambda step_size, inverse_mass: {"scale": step_size * jnp.sqrt(inverse_mass)},
+        build_kernel,
+        (),
+        dual_averaging(target_accept, t0, gamma, kappa),
+        window_schedule_args=(init_buffer, base_window, term_buffer),
+        dense_mass=False,
+        adapt_mass_matrix=True,
+        initial_step_size=initial_step_size,
+        inverse_mass_matrix=None,
+        who=who,
+    )
 
 
 # ------------------------------------------------------------------------------------------------
