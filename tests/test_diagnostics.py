@@ -73,24 +73,24 @@ def ref_rank_normalize(x: np.ndarray) -> np.ndarray:
 
 
 def ref_ess(x: np.ndarray) -> float:
-    """Multi-chain ESS, eq. (10)-(11) with Geyer's initial positive + monotone sequences."""
+    """Multi-chain ESS as Stan computes it: eq. (10)-(11) of Vehtari et al. with the N/(N-1)
+    factor on W only, Geyer's initial positive + monotone sequences, Stan's improved estimate."""
     num_chains, n = x.shape
     acov = np.empty((num_chains, n))
     for m in range(num_chains):
         c = x[m] - x[m].mean()
         acov[m] = np.correlate(c, c, mode="full")[n - 1 :] / n
-    s2 = acov[:, 0] * n / (n - 1)
-    within = s2.mean()
+    within = (acov[:, 0] * n / (n - 1)).mean()
     var_plus = (n - 1) / n * within + (x.mean(1).var(ddof=1) if num_chains > 1 else 0.0)
-    # rho_t = 1 - (W - mean_m s_m^2 rho_{t,m}) / var+, rho_{t,m} = acov_m(t) / acov_m(0).
-    rho = 1 - (within - np.mean(s2[:, None] * acov / acov[:, :1], axis=0)) / var_plus
-    total, previous = -1.0, np.inf
-    for k in range(n // 2):
-        pair = rho[2 * k] + rho[2 * k + 1]
-        if pair <= 0:
-            break
-        previous = min(previous, pair)
+    rho = 1 - (within - acov.mean(axis=0)) / var_plus
+    rho[0] = 1.0
+    total, previous, k = -1.0, np.inf, 0
+    while k < n // 2 and rho[2 * k] + rho[2 * k + 1] > 0:
+        previous = min(previous, rho[2 * k] + rho[2 * k + 1])
         total += 2 * previous
+        k += 1
+    if k < n // 2:
+        total += max(rho[2 * k], 0.0)
     total = max(total, 1 / np.log10(num_chains * n))
     return num_chains * n / total
 

@@ -9,12 +9,14 @@ eagerly they also warn about stuck chains (below).
 
 Variants, and what they match:
 
-* ``effective_sample_size(variant="bulk")`` — Vehtari et al. (2021) bulk-ESS: split chains,
-  rank-normalise the pooled draws (Blom offsets, average ranks for ties), multi-chain
-  autocorrelation (their eq. 10) from FFT autocovariances, Geyer's initial positive and monotone
-  sequences. Like Stan/posterior, tau is floored at ``1 / log10(S)`` (ESS at most
-  ``S log10 S`` for S draws) so strongly antithetic chains cannot give a negative ESS. It omits
-  Stan's extra "improved estimate" term (adding rho at the first truncated even lag).
+* ``effective_sample_size(variant="bulk")`` — Vehtari et al. (2021) bulk-ESS as Stan, ArviZ and
+  posterior compute it: split chains, rank-normalise the pooled draws (Blom offsets, average
+  ranks for ties), multi-chain autocorrelation from FFT autocovariances (Stan's form of their
+  eq. 10: the N/(N-1) factor on the lag-0 variance only), Geyer's initial positive and monotone
+  sequences, plus Stan's "improved estimate" (rho at the first dropped even lag, when positive).
+  tau is floored at ``1 / log10(S)`` (ESS at most ``S log10 S`` for S draws) so strongly
+  antithetic chains cannot give a negative ESS. Agrees with ``arviz.ess(method="bulk")`` to
+  float round-off (tested).
 * ``variant="mean"`` — the same estimator on the raw split draws (posterior's ``ess_mean``,
   ArviZ's ``method="mean"``): the ESS that sets the Monte-Carlo standard error of a mean.
 * ``variant="tfp"`` — exactly ``tfp.mcmc.effective_sample_size(states,
@@ -383,20 +385,32 @@ def _pair_sums(rho: Array) -> Array:
 
 
 def _ess_multichain(x: Array) -> Array:
-    """Vehtari et al. (2021) multi-chain ESS with Geyer's initial monotone sequence: (M, N, E)."""
+    """Stan's multi-chain ESS (as ArviZ and posterior compute it): (M, N, E) -> (E,).
+
+    rho_t = 1 - (W - mean_m acov_m(t)) / var+ for t >= 1 with the biased autocovariances (Stan
+    puts the N/(N-1) factor on the lag-0 variance W only, where Vehtari et al.'s eq. 10 writes it
+    at every lag: a difference of about 1/N relative per lag), Geyer's initial positive and
+    monotone sequences over the pairs rho_2k + rho_2k+1, and Stan's "improved estimate": the
+    even autocorrelation of the first dropped pair is added to tau when positive.
+    """
     num_chains, num_draws = x.shape[:2]
     acov = _autocovariance(x)
     unbiased = num_draws / (num_draws - 1)
     within = unbiased * jnp.mean(acov[:, 0], axis=0)  # W = mean of s_m^2
     var_plus = within / unbiased + _chain_mean_variance(x)
-    # rho_t = 1 - (W - mean_m s_m^2 rho_{t,m}) / var+, with s_m^2 rho_{t,m} = N/(N-1) acov_m(t).
-    rho = 1.0 - (within - unbiased * jnp.mean(acov, axis=0)) / var_plus
+    rho = 1.0 - (within - jnp.mean(acov, axis=0)) / var_plus
+    rho = rho.at[0].set(1.0)
     pairs = _pair_sums(rho)
     # Initial positive sequence: keep pairs up to the first non-positive one ...
     positive = jnp.cumprod(pairs > 0, axis=0).astype(x.dtype)
     # ... and initial monotone sequence: each kept pair is at most every earlier one.
     monotone = jax.lax.cummin(pairs, axis=0)
-    tau = -1.0 + 2.0 * jnp.sum(positive * monotone, axis=0)
+    num_kept = jnp.sum(positive, axis=0).astype(jnp.int32)  # K pairs kept
+    # Stan's improved estimate: rho_2K, the first dropped pair's even lag, when it is positive.
+    first_dropped = 2 * jnp.minimum(num_kept, pairs.shape[0] - 1)
+    dropped_even = jnp.take_along_axis(rho, first_dropped[None], axis=0)[0]
+    extra = jnp.where((num_kept < pairs.shape[0]) & (dropped_even > 0), dropped_even, 0.0)
+    tau = -1.0 + 2.0 * jnp.sum(positive * monotone, axis=0) + extra
     total = num_chains * num_draws
     # Floor as Stan/posterior: anticorrelated chains give ESS <= S log10(S), never negative.
     tau = jnp.maximum(tau, 1.0 / math.log10(max(total, 2)))
