@@ -35,16 +35,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from nflows_jax.formatting import show
+from nflows_jax.targets.energies import _LOG_2PI, LogDensity, _check_last_axis
+from nflows_jax.targets.energies import _normal_logpdf as _normal_logpdf_log_scale
 
 Array = jax.Array
-LogDensity = Callable[[Array], Array]
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _check_last_axis(z: Array, size: int, name: str) -> None:
-    if jnp.ndim(z) < 1 or jnp.shape(z)[-1] != size:
-        raise ValueError(f"{name} takes points of shape (..., {size}); got shape {jnp.shape(z)}")
 
 
 def _check_dtype(dtype: Any) -> jnp.dtype:
@@ -62,11 +56,6 @@ def _check_dtype(dtype: Any) -> jnp.dtype:
 def _normal_logpdf(x: Array, mean: Array | float, scale: Array | float) -> Array:
     """log N(x; mean, scale²) for a positive ``scale`` (no log of a variance is formed)."""
     return -0.5 * ((x - mean) / scale) ** 2 - jnp.log(scale) - 0.5 * _LOG_2PI
-
-
-def _normal_logpdf_log_scale(x: Array, mean: Array, log_scale: Array) -> Array:
-    """log N(x; mean, exp(log_scale)²), for a scale given by its logarithm (theta | mu, tau)."""
-    return -0.5 * ((x - mean) * jnp.exp(-log_scale)) ** 2 - log_scale - 0.5 * _LOG_2PI
 
 
 def half_cauchy_log_scale_logpdf(log_tau: Array, scale: float) -> Array:
