@@ -41,6 +41,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -65,7 +66,13 @@ from nflows_jax.flow_mcmc import (
     neutra,
     push_forward_chains,
 )
-from nflows_jax.sampling import effective_sample_size, sample_chains, split_rhat
+from nflows_jax.sampling import (
+    StuckChainWarning,
+    effective_sample_size,
+    sample_chains,
+    split_rhat,
+    stuck_chains,
+)
 from nflows_jax.sampling.adaptation import chees_adaptation, rwmh_adaptation, window_adaptation
 from nflows_jax.sampling.importance import self_normalised_expectation
 from nflows_jax.targets import (
@@ -249,8 +256,17 @@ def draw_statistics(draws: np.ndarray, reference, weights: np.ndarray | None = N
 
 
 def chain_statistics(trace: jax.Array) -> dict:
-    ess = np.asarray(effective_sample_size(trace))
-    return {"ess_min": float(np.min(ess)), "rhat_max": float(np.max(split_rhat(trace)))}
+    """Min bulk ESS, max R-hat, and the chains that never moved (which make ESS 0, R-hat inf)."""
+    with warnings.catch_warnings():  # stuck chains are counted below instead
+        warnings.simplefilter("ignore", StuckChainWarning)
+        ess = np.asarray(effective_sample_size(trace))
+        rhat = np.asarray(split_rhat(trace))
+    stuck = np.asarray(stuck_chains(trace)).reshape(trace.shape[0], -1).any(axis=1)
+    return {
+        "ess_min": float(np.min(ess)),
+        "rhat_max": float(np.max(rhat)),
+        "stuck_chains": int(stuck.sum()),
+    }
 
 
 def acceptance(info_trace) -> float:
@@ -348,6 +364,7 @@ SUMMARY_KEYS = (
     "bias_second",
     "rhat_max",
     "acceptance",
+    "stuck_chains",
     "evaluations",
     "train_evaluations",
     "seconds",
@@ -472,7 +489,8 @@ def main(args: argparse.Namespace) -> dict:
                     f"(sampling only {row['ess_per_evaluation_sampling_only']:.2e}), "
                     f"ESS/s {row['ess_per_second']:8.1f}, bias {row['bias_mean']:.3f}/"
                     f"{row['bias_second']:.3f}, R-hat {row.get('rhat_max', math.nan):.3f}, "
-                    f"accept {row.get('acceptance', math.nan):.2f}",
+                    f"accept {row.get('acceptance', math.nan):.2f}, "
+                    f"stuck chains {row.get('stuck_chains', 0)}",
                     flush=True,
                 )
         summary[name] = {m: summarise(rows) for m, rows in results[name].items()}
