@@ -49,6 +49,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/mcmc.py
 	$(PY) benchmarks/glow.py
 	$(PY) benchmarks/autoregressive.py
+	$(PY) benchmarks/generation.py
+	$(PY) benchmarks/adaptation.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
