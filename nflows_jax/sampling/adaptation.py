@@ -167,12 +167,16 @@ def dual_averaging(
     t0, gamma, kappa = float(t0), float(gamma), float(kappa)
 
     def init(step_size: Array) -> DualAveragingState:
-        log_step_size = jnp.log(jnp.asarray(step_size, jnp.float32))
-        zero = jnp.zeros((), jnp.float32)
+        # The state keeps the step size's float dtype (float64 positions tune in float64).
+        step_size = jnp.asarray(step_size)
+        if not jnp.issubdtype(step_size.dtype, jnp.floating):
+            step_size = step_size.astype(jnp.result_type(float))
+        log_step_size = jnp.log(step_size)
+        zero = jnp.zeros((), log_step_size.dtype)
         return DualAveragingState(log_step_size, zero, zero, zero, jnp.log(10.0) + log_step_size)
 
     def update(state: DualAveragingState, acceptance: Array) -> DualAveragingState:
-        acceptance = jnp.asarray(acceptance, jnp.float32)
+        acceptance = jnp.asarray(acceptance, state.log_step_size.dtype)
         acceptance = jnp.clip(jnp.where(jnp.isfinite(acceptance), acceptance, 0.0), 0.0, 1.0)
         count = state.count + 1.0
         eta = 1.0 / (count + t0)
@@ -713,7 +717,7 @@ def _windowed_adaptation(
     def init(positions, num_steps):
         dim, dtype = _flat_size(positions)
         inverse_mass = _initial_inverse_mass(inverse_mass_matrix, dim, dense_mass, dtype, who)
-        step_size = jnp.asarray(initial_step_size, jnp.float32)
+        step_size = jnp.asarray(initial_step_size, dtype)
         chain_states = jax.vmap(kernel_at(step_size, inverse_mass).init)(positions)
         state = WindowAdaptationState(
             step_size, inverse_mass, averaging.init(step_size), welford_init(dim, dense_mass, dtype)
@@ -1014,11 +1018,11 @@ def chees_adaptation(
             raise ValueError(f"{who} estimates from the ensemble: it needs >= 2 chains, got 1")
         dim, dtype = _flat_size(positions)
         inverse_mass = _initial_inverse_mass(inverse_mass_matrix, dim, False, dtype, who)
-        step_size = jnp.asarray(initial_step_size, jnp.float32)
-        log_length = jnp.log(jnp.asarray(initial_trajectory_length, jnp.float32))
+        step_size = jnp.asarray(initial_step_size, dtype)
+        log_length = jnp.log(jnp.asarray(initial_trajectory_length, dtype))
         chain_init, _ = parts(step_size, jnp.exp(log_length), inverse_mass)
         chain_states = jax.vmap(chain_init)(positions)
-        zero = jnp.zeros((), jnp.float32)
+        zero = jnp.zeros((), dtype)
         state = CheesAdaptationState(
             step_size,
             log_length,
@@ -1083,7 +1087,9 @@ def chees_adaptation(
             in_window = t >= window_start
             welford = _select(in_window, welford_update(welford, positions), welford)
             dim = positions.shape[1]
-            ensemble = welford_covariance(welford_update(welford_init(dim), positions))
+            ensemble = welford_covariance(
+                welford_update(welford_init(dim, False, positions.dtype), positions)
+            )
             is_last = t == num_steps - 1
             inverse_mass = jnp.where(is_last, welford_covariance(welford), ensemble)
         row = {
