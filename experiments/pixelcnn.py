@@ -22,7 +22,7 @@ and the best-validation params evaluated at the end on the whole test set (mean 
 its standard error over the test images). One run per ``--seeds`` entry, each under
 ``<out>/seed<k>``; with several seeds ``<out>/summary.json`` has the mean over seeds and its
 standard error. Each seed writes ``metrics.json``, ``curve.png``, ``samples.png`` (drawn with
-the windowed ``sample_fast``) and ``receptive_field.png`` (by gradients, of the trained net at a
+the cached ``sample_fast``) and ``receptive_field.png`` (by gradients, of the trained net at a
 centre and an edge pixel). ``--summarise DIR DIR ...`` reads finished runs and writes the
 comparison (``comparison.json``, ``comparison.png``) plus a receptive-field figure of both
 architectures side by side.
