@@ -23,7 +23,7 @@ sampling run seconds), compile excluded.
 
     python benchmarks/adaptation.py                  # 1,024 chains, 1,000 + 1,000 steps
     python benchmarks/adaptation.py --quick          # smoke run: 64 chains, 200 + 200 steps
-    python benchmarks/adaptation.py --targets eight_schools --chains 256
+    python benchmarks/adaptation.py --targets eight_schools --chains 256 --seeds 0
 
 Every sampler starts from the same positions, Stan's default U(-2, 2) per unconstrained coordinate
 (wider starts, e.g. N(0, 2²), leave a few eight-schools chains at log tau ≈ 4 where a step size
@@ -50,7 +50,7 @@ import numpy as np
 import optax
 
 from nflows_jax.sampling.adaptation import adapt, chees_adaptation, window_adaptation
-from nflows_jax.sampling.diagnostics import effective_sample_size
+from nflows_jax.sampling.diagnostics import effective_sample_size, split_rhat
 from nflows_jax.targets.posteriors import eight_schools, logistic_regression_posterior
 
 Array = jax.Array
@@ -236,6 +236,7 @@ def run_row(name, target_name, parts, key, positions) -> dict[str, Any]:
         "compile_seconds": warm_compile + sample_compile,
         "min_ess_per_gradient": float(ess.min()) / gradients,
         "min_ess_per_second": float(ess.min()) / seconds,
+        "max_rhat": float(np.max(np.asarray(split_rhat(draws)))),
         "mean_step_size": float(step_size.mean()),
         "finite_draws": bool(np.all(np.isfinite(np.asarray(draws)))),
     }
@@ -244,15 +245,43 @@ def run_row(name, target_name, parts, key, positions) -> dict[str, Any]:
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| target | sampler | min ESS | mean ESS | gradients | min ESS / 1k grad | "
-        "min ESS / s | warm-up s | sampling s | compile s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "min ESS / s | max R-hat | warm-up s | sampling s | compile s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['target']} | {r['sampler']} | {r['min_ess']:.0f} | {r['mean_ess']:.0f} | "
             f"{r['gradients']:.3g} | {1000 * r['min_ess_per_gradient']:.3f} | "
-            f"{r['min_ess_per_second']:.1f} | {r['warmup_seconds']:.1f} | "
+            f"{r['min_ess_per_second']:.1f} | {r['max_rhat']:.4f} | {r['warmup_seconds']:.1f} | "
             f"{r['sampling_seconds']:.1f} | {r['compile_seconds']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Mean ± standard error over seeds per (target, sampler)."""
+
+    def cell(values, scale=1.0, fmt=".3f") -> str:
+        values = scale * np.asarray(values, np.float64)
+        if len(values) < 2:
+            return format(values.mean(), fmt)
+        se = values.std(ddof=1) / np.sqrt(len(values))
+        return f"{values.mean():{fmt}} ± {se:{fmt}}"
+
+    lines = [
+        "| target | sampler | seeds | min ESS / 1k grad | min ESS / s | max R-hat (worst seed) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    keys = sorted(
+        {(r["target"], r["sampler"]) for r in rows}, key=lambda k: (k[0], SAMPLERS.index(k[1]))
+    )
+    for target_name, sampler in keys:
+        cell_rows = [r for r in rows if r["target"] == target_name and r["sampler"] == sampler]
+        lines.append(
+            f"| {target_name} | {sampler} | {len(cell_rows)} | "
+            f"{cell([r['min_ess_per_gradient'] for r in cell_rows], 1000.0)} | "
+            f"{cell([r['min_ess_per_second'] for r in cell_rows], 1.0, '.1f')} | "
+            f"{max(r['max_rhat'] for r in cell_rows):.4f} |"
         )
     return "\n".join(lines)
 
@@ -266,7 +295,9 @@ def main() -> None:
     parser.add_argument("--leapfrog", type=int, default=10, help="L of ours_window's HMC")
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=TARGETS)
     parser.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=SAMPLERS)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="independent replicates"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     num_chains = args.chains or (64 if args.quick else 1024)
@@ -275,34 +306,45 @@ def main() -> None:
     out = Path(args.out or f"benchmarks/results/adaptation{'_quick' if args.quick else ''}.json")
 
     rows = []
-    key = jax.random.PRNGKey(args.seed)
-    for target_name in args.targets:
-        logdensity_fn, dim = target(target_name)
-        key, key_init = jax.random.split(key)
-        # Stan's default initialisation: U(-2, 2) on every unconstrained coordinate.
-        positions = jax.random.uniform(key_init, (num_chains, dim), minval=-2.0, maxval=2.0)
-        builders = {
-            "ours_window": lambda: ours(
-                "window", logdensity_fn, num_warmup, num_samples, args.leapfrog
-            ),
-            "ours_chees": lambda: ours(
-                "chees", logdensity_fn, num_warmup, num_samples, args.leapfrog
-            ),
-            "bj_window_nuts": lambda: blackjax_window_nuts(logdensity_fn, num_warmup, num_samples),
-            "bj_chees": lambda: blackjax_chees(logdensity_fn, num_chains, num_warmup, num_samples),
-        }
-        for name in args.samplers:
-            key, key_row = jax.random.split(key)
-            row = run_row(name, target_name, builders[name](), key_row, positions)
-            rows.append(row)
-            print(
-                f"{target_name:20s} {name:15s} min ESS {row['min_ess']:8.0f}  "
-                f"grads {row['gradients']:10.3g}  run {row['warmup_seconds']:.1f}+"
-                f"{row['sampling_seconds']:.1f} s  compile {row['compile_seconds']:.1f} s",
-                flush=True,
-            )
+    for seed in args.seeds:
+        key = jax.random.PRNGKey(seed)
+        for target_name in args.targets:
+            logdensity_fn, dim = target(target_name)
+            key, key_init = jax.random.split(key)
+            # Stan's default initialisation: U(-2, 2) on every unconstrained coordinate.
+            positions = jax.random.uniform(key_init, (num_chains, dim), minval=-2.0, maxval=2.0)
+            builders = {
+                "ours_window": lambda f=logdensity_fn: ours(
+                    "window", f, num_warmup, num_samples, args.leapfrog
+                ),
+                "ours_chees": lambda f=logdensity_fn: ours(
+                    "chees", f, num_warmup, num_samples, args.leapfrog
+                ),
+                "bj_window_nuts": lambda f=logdensity_fn: blackjax_window_nuts(
+                    f, num_warmup, num_samples
+                ),
+                "bj_chees": lambda f=logdensity_fn: blackjax_chees(
+                    f, num_chains, num_warmup, num_samples
+                ),
+            }
+            for name in args.samplers:
+                key, key_row = jax.random.split(key)
+                row = {
+                    "seed": seed,
+                    **run_row(name, target_name, builders[name](), key_row, positions),
+                }
+                rows.append(row)
+                print(
+                    f"seed {seed} {target_name:20s} {name:15s} min ESS {row['min_ess']:8.0f}  "
+                    f"grads {row['gradients']:10.3g}  run {row['warmup_seconds']:.1f}+"
+                    f"{row['sampling_seconds']:.1f} s  compile {row['compile_seconds']:.1f} s  "
+                    f"R-hat {row['max_rhat']:.4f}",
+                    flush=True,
+                )
     table = markdown_table(rows)
+    summary = summary_table(rows)
     print(table)
+    print(summary)
     meta = {
         "command": " ".join(sys.argv),
         "num_chains": num_chains,
@@ -318,7 +360,8 @@ def main() -> None:
         "platform": platform.platform(),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows, "table": table}, indent=2))
+    payload = {"meta": meta, "rows": rows, "table": table, "summary": summary}
+    out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")
 
 
