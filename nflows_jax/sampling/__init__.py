@@ -14,6 +14,7 @@ from nflows_jax.sampling.adaptation import (
 )
 from nflows_jax.sampling.arviz import to_arviz
 from nflows_jax.sampling.base import Kernel, normal_and_uniform, uniform
+from nflows_jax.sampling.compose import CycleState, cycle
 from nflows_jax.sampling.diagnostics import (
     StuckChainWarning,
     autocorrelation,
@@ -38,10 +39,12 @@ from nflows_jax.sampling.tempering import parallel_tempering
 __all__ = [
     "AdaptationResult",
     "ChainResult",
+    "CycleState",
     "Kernel",
     "StuckChainWarning",
     "autocorrelation",
     "chees_adaptation",
+    "cycle",
     "discrete_gibbs",
     "dual_averaging",
     "effective_sample_size",
