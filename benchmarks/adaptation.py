@@ -299,13 +299,46 @@ def main() -> None:
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="independent replicates"
     )
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--append", action="store_true", help="add the rows to those already in --out (same setup)"
+    )
     args = parser.parse_args()
     num_chains = args.chains or (64 if args.quick else 1024)
     num_warmup = args.warmup or (200 if args.quick else 1000)
     num_samples = args.samples or (200 if args.quick else 1000)
     out = Path(args.out or f"benchmarks/results/adaptation{'_quick' if args.quick else ''}.json")
+    meta = {
+        "command": " ".join(sys.argv),
+        "num_chains": num_chains,
+        "num_warmup": num_warmup,
+        "num_samples": num_samples,
+        "leapfrog": args.leapfrog,
+        "jax": jax.__version__,
+        "blackjax": blackjax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "platform": platform.platform(),
+    }
+
+    def write(rows: list[dict[str, Any]]) -> None:
+        """After every row, so an interrupted run keeps what it measured."""
+        payload = {"meta": meta, "rows": rows, "table": markdown_table(rows)}
+        payload["summary"] = summary_table(rows)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(payload, indent=2))
 
     rows = []
+    if args.append and out.exists():
+        previous = json.loads(out.read_text())
+        same = ("num_chains", "num_warmup", "num_samples", "leapfrog")
+        expected = {"num_chains": num_chains, "num_warmup": num_warmup,
+                    "num_samples": num_samples, "leapfrog": args.leapfrog}  # fmt: skip
+        if any(previous["meta"][k] != expected[k] for k in same):
+            raise SystemExit(f"--append: {out} was run with another setup: {previous['meta']}")
+        rows = previous["rows"]
+        meta["command"] = previous["meta"]["command"] + " ; " + meta["command"]
     for seed in args.seeds:
         key = jax.random.PRNGKey(seed)
         for target_name in args.targets:
@@ -334,6 +367,7 @@ def main() -> None:
                     **run_row(name, target_name, builders[name](), key_row, positions),
                 }
                 rows.append(row)
+                write(rows)
                 print(
                     f"seed {seed} {target_name:20s} {name:15s} min ESS {row['min_ess']:8.0f}  "
                     f"grads {row['gradients']:10.3g}  run {row['warmup_seconds']:.1f}+"
@@ -341,27 +375,9 @@ def main() -> None:
                     f"R-hat {row['max_rhat']:.4f}",
                     flush=True,
                 )
-    table = markdown_table(rows)
-    summary = summary_table(rows)
-    print(table)
-    print(summary)
-    meta = {
-        "command": " ".join(sys.argv),
-        "num_chains": num_chains,
-        "num_warmup": num_warmup,
-        "num_samples": num_samples,
-        "leapfrog": args.leapfrog,
-        "jax": jax.__version__,
-        "blackjax": blackjax.__version__,
-        "backend": jax.default_backend(),
-        "devices": [str(d) for d in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "platform": platform.platform(),
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": meta, "rows": rows, "table": table, "summary": summary}
-    out.write_text(json.dumps(payload, indent=2))
+    write(rows)
+    print(markdown_table(rows))
+    print(summary_table(rows))
     print(f"wrote {out}")
 
 
