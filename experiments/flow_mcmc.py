@@ -42,6 +42,7 @@ import os
 import sys
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -467,12 +468,23 @@ def main(args: argparse.Namespace) -> dict:
     if unknown:
         raise SystemExit(f"unknown targets {sorted(unknown)}; choose from {sorted(targets)}")
     results, scatters, summary = {}, {}, {}
+    metrics_path = out / "metrics.json"
+    if args.resume and metrics_path.exists():  # keep the finished targets, run the others
+        previous = json.loads(metrics_path.read_text())
+        results, summary = previous["runs"], previous["summary"]
+        for name in results:
+            saved = out / f"scatter_{name}.npz"
+            if saved.exists():
+                scatters.update({(name, m): a for m, a in np.load(saved).items()})
     for name in args.targets:
+        if name in results:
+            print(f"{name}: already in {metrics_path}, skipped", flush=True)
+            continue
         target = targets[name]
         reference = target.reference(args, out)
         results[name] = {method: [] for method in args.methods}
         for seed in args.seeds:
-            key = jax.random.fold_in(jax.random.PRNGKey(seed), hash(name) % (2**31))
+            key = jax.random.fold_in(jax.random.PRNGKey(seed), zlib.crc32(name.encode()))
             flow_key, *method_keys = jax.random.split(key, 1 + len(args.methods))
             needs_flow = any(m in ("flow_is", "flow_imh", "neutra") for m in args.methods)
             bundle = train_flow(target, args, flow_key) if needs_flow else None
@@ -495,14 +507,15 @@ def main(args: argparse.Namespace) -> dict:
                 )
         summary[name] = {m: summarise(rows) for m, rows in results[name].items()}
         metrics = {"config": vars(args), "summary": summary, "runs": results}
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+        metrics_path.write_text(json.dumps(metrics, indent=2, default=float))
+        np.savez(out / f"scatter_{name}.npz", **{m: scatters[(name, m)] for m in args.methods})
         write_table(summary, out / "table.md")
     plot_bars(summary, "ess_per_evaluation", out / "ess_per_evaluation.png",
               "min bulk ESS per target evaluation\n(flow training included)", log=True)  # fmt: skip
     plot_bars(summary, "bias_mean", out / "bias.png", "max |E[x] error| / sd", log=False)
-    two_d = [n for n in args.targets if targets[n].dim == 2]
+    two_d = [n for n in summary if targets[n].dim == 2]
     plot_scatter(scatters, out / "samples_2d.png", two_d, title="draws per method")
-    if "funnel" in args.targets:
+    if "funnel" in summary:
         plot_scatter(scatters, out / "funnel.png", ["funnel"], (1, 0), "funnel: x1 (horizontal), v")
     return summary
 
@@ -527,6 +540,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ref-warmup", type=int, default=1000)
     parser.add_argument("--ref-draws", type=int, default=4000)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--resume", action="store_true", help="skip targets already in --out")
     parser.add_argument("--out", default="runs/flow_mcmc")
     args = parser.parse_args(argv)
     if args.quick:
