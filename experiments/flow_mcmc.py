@@ -420,21 +420,36 @@ def write_table(summary: dict, path: Path) -> None:
 
 
 def plot_bars(summary: dict, metric: str, path: Path, ylabel: str, log: bool) -> None:
+    """Bars of the mean over seeds with SE whiskers; on a log axis a zero mean (e.g. ESS 0 from
+    stuck chains) is an "x" on the bottom edge."""
     names = list(summary)
     fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(names)), 4))
     width = 0.8 / len(METHODS)
+    cells = [
+        (t, k, summary[name][method][metric])
+        for t, name in enumerate(names)
+        for k, method in enumerate(METHODS)
+        if metric in summary[name].get(method, {})
+    ]
+    positive = [c["mean"] for _, _, c in cells if c["mean"] > 0]
+    floor = min(positive) / 3 if log and positive else 0.0
     for k, method in enumerate(METHODS):
-        xs, ys, es = [], [], []
-        for t, name in enumerate(names):
-            cell = summary[name].get(method, {}).get(metric)
-            if cell is not None:
-                xs.append(t + (k - len(METHODS) / 2 + 0.5) * width)
-                ys.append(max(cell["mean"], 1e-12) if log else cell["mean"])
-                es.append(0.0 if math.isnan(cell["se"]) else cell["se"])
-        ax.bar(xs, ys, width, yerr=es, label=method, color=f"C{k}", capsize=2)
+        mine = [(t, c) for t, kk, c in cells if kk == k]
+        xs = [t + (k - len(METHODS) / 2 + 0.5) * width for t, _ in mine]
+        ys = [c["mean"] for _, c in mine]
+        es = [0.0 if math.isnan(c["se"]) else c["se"] for _, c in mine]
+        shown = [(x, y, e) for x, y, e in zip(xs, ys, es, strict=True) if not log or y > 0]
+        if shown:
+            bx, by, be = zip(*shown, strict=True)
+            ax.bar(bx, by, width, yerr=be, label=method, color=f"C{k}", capsize=2)
+        zeros = [x for x, y in zip(xs, ys, strict=True) if log and y <= 0]
+        if zeros:
+            ax.plot(zeros, [floor * 1.3] * len(zeros), "x", color=f"C{k}", ms=7, mew=2)
     ax.set_xticks(range(len(names)), names, rotation=20)
     if log:
         ax.set_yscale("log")
+        ax.set_ylim(bottom=floor)
+        ax.set_title("x: zero (a chain never moved, so the min ESS is 0)", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, ncol=3)
@@ -443,6 +458,7 @@ def plot_bars(summary: dict, metric: str, path: Path, ylabel: str, log: bool) ->
 
 
 def plot_scatter(scatters: dict, path: Path, names: list[str], index=(0, 1), title="") -> None:
+    names = [n for n in names if any((n, m) in scatters for m in METHODS)]  # draws kept
     if not names:
         return
     size = (2.2 * len(METHODS), 2.2 * len(names))
