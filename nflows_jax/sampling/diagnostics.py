@@ -241,12 +241,22 @@ def _index_dtype() -> np.dtype:
     return np.dtype(jax.dtypes.canonicalize_dtype(np.int64))
 
 
+def _rank_dtype(size: int) -> np.dtype:
+    """The dtype of rank sums of ``size`` draws: int32 whenever it holds them (2 (S - 1) < 2^31).
+
+    Not the x64-dependent index dtype: ``jax.enable_x64`` is a thread-local context, and a
+    ``pure_callback`` may run on a thread where it is off, whose result int64 would then be
+    read back as int32 and refused. int64 only where int32 cannot hold the sums (x64 mode).
+    """
+    return np.dtype(np.int32) if size <= _MAX_DRAWS_INT32 else _index_dtype()
+
+
 def _xla_rank_sums(pooled: Array) -> Array:
     """Rank sums of each row of ``pooled`` (E, S) with XLA: one keyed sort and two scans per row."""
 
     def one_row(row: Array) -> Array:
         size = row.shape[0]
-        position = jnp.arange(size, dtype=_index_dtype())
+        position = jnp.arange(size, dtype=_rank_dtype(size))
         values, order = jax.lax.sort((row, position), num_keys=1)
         boundary = values[1:] != values[:-1]  # -0.0 == 0.0 tie, as in the host version
         true = jnp.ones((1,), bool)
@@ -304,7 +314,7 @@ def _host_rank_sums(pooled: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
 
 def _rank_sums(pooled: Array) -> Array:
     """Rank sums of each row of (E, S): NumPy on CPU, XLA's sort elsewhere."""
-    dtype = _index_dtype()
+    dtype = _rank_dtype(pooled.shape[-1])
 
     def on_host(rows: Array) -> Array:
         return jax.pure_callback(
