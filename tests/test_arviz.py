@@ -2,7 +2,7 @@
 
 Both diagnostics are deterministic functions of the same draws, so where the formulas are the
 same the results agree to round-off, and where ArviZ (0.23) uses a different variant the test
-pins the difference down exactly with a float64 NumPy transcription that switches it on and off:
+pins the difference down exactly with the float64 NumPy transcriptions of test_diagnostics:
 
 * R-hat (``method="rank"``): identical formulas except the fold of the tail R-hat. ArviZ folds
   around the median of the *split* draws (``abs(split - median(split))``, the middle draw of each
@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy import stats
 
 az = pytest.importorskip("arviz")
 
@@ -45,6 +44,12 @@ from nflows_jax.sampling import (  # noqa: E402
 )
 from nflows_jax.sampling.arviz import to_arviz  # noqa: E402
 from nflows_jax.sampling.run import ChainResult  # noqa: E402
+from tests.test_diagnostics import (  # noqa: E402
+    ref_ess,
+    ref_rank_normalize,
+    ref_rhat,
+    ref_split,
+)
 
 EPS64 = float(np.finfo(np.float64).eps)
 U32 = 2.0**-24
@@ -188,41 +193,6 @@ def ar1_draws(num_chains: int, num_draws: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def split(x: np.ndarray) -> np.ndarray:
-    """(C, T) -> (2C, T // 2), the middle draw dropped for odd T (both libraries)."""
-    half = x.shape[1] // 2
-    return np.concatenate([x[:, :half], x[:, x.shape[1] - half :]], axis=0)
-
-
-def rank_normalise(x: np.ndarray) -> np.ndarray:
-    ranks = stats.rankdata(x, method="average").reshape(x.shape)
-    return stats.norm.ppf((ranks - 3 / 8) / (x.size + 1 / 4))
-
-
-def transcribed_ess(x: np.ndarray, *, paper_lags: bool, improved: bool) -> float:
-    """Multi-chain ESS of split (M, N) draws: ours with (True, False), ArviZ's with (False, True).
-
-    ``paper_lags``: s_m² ρ_{t,m} = N/(N-1) acov_m(t) at every lag (Vehtari et al. eq. 10), else
-    the biased acov_m(t) for t ≥ 1 (ArviZ, Stan). ``improved``: add max(ρ_{2K}, 0) to tau.
-    """
-    num_chains, n = x.shape
-    centred = x - x.mean(axis=1, keepdims=True)
-    acov = np.stack([np.correlate(c, c, mode="full")[n - 1 :] / n for c in centred])
-    within = acov[:, 0].mean() * n / (n - 1)
-    var_plus = within * (n - 1) / n + x.mean(axis=1).var(ddof=1)
-    lagged = acov.mean(axis=0) * (n / (n - 1) if paper_lags else 1.0)
-    rho = 1.0 - (within - lagged) / var_plus
-    rho[0] = 1.0
-    tau, previous, k = -1.0, np.inf, 0
-    while k < n // 2 and rho[2 * k] + rho[2 * k + 1] > 0:
-        previous = min(previous, rho[2 * k] + rho[2 * k + 1])
-        tau += 2.0 * previous
-        k += 1
-    if improved and 2 * k < n:
-        tau += max(rho[2 * k], 0.0)
-    return num_chains * n / max(tau, 1.0 / np.log10(num_chains * n))
-
-
 @pytest.mark.parametrize("num_draws", [1000, 999])
 def test_ess_agrees_with_arviz(num_draws):
     draws = ar1_draws(4, num_draws)
@@ -237,11 +207,11 @@ def test_ess_agrees_with_arviz(num_draws):
         np.testing.assert_allclose(ours[method], theirs, rtol=1e-9)
         # Power: the literal eq. (10) without the improved term is more than 1e-4 away, far
         # outside the tolerance, so agreement to 1e-9 is not agreement with any ESS formula.
-        columns = [split(draws[..., j]) for j in range(draws.shape[-1])]
+        columns = [ref_split(draws[..., j]) for j in range(draws.shape[-1])]
         if method == "bulk":
-            columns = [rank_normalise(c) for c in columns]
-        as_arviz = [transcribed_ess(c, paper_lags=False, improved=True) for c in columns]
-        literal = [transcribed_ess(c, paper_lags=True, improved=False) for c in columns]
+            columns = [ref_rank_normalize(c) for c in columns]
+        as_arviz = [ref_ess(c) for c in columns]
+        literal = [ref_ess(c, paper_lags=True, improved=False) for c in columns]
         np.testing.assert_allclose(theirs, as_arviz, rtol=1e-9)
         assert np.max(np.abs(np.asarray(literal) / theirs - 1)) > 1e-4
 
@@ -259,22 +229,20 @@ def test_rhat_agrees_with_arviz_for_even_draws_and_differs_only_in_the_fold_for_
     def fold_all(x):
         return np.abs(x - np.median(x))
 
-    def classic(x):
-        n = x.shape[1]
-        within = x.var(axis=1, ddof=1).mean()
-        return np.sqrt(((n - 1) / n * within + x.mean(axis=1).var(ddof=1)) / within)
-
     odd = even[:, :999]
     expected = [
-        max(classic(rank_normalise(split(c))), classic(rank_normalise(split(fold_all(c)))))
+        max(
+            ref_rhat(ref_rank_normalize(ref_split(c))),
+            ref_rhat(ref_rank_normalize(ref_split(fold_all(c)))),
+        )
         for c in np.moveaxis(odd, -1, 0)
     ]
     np.testing.assert_allclose(ours_odd, expected, rtol=4 * odd[..., 0].size * EPS64)
 
 
 def test_arviz_diagnostics_on_exported_float32_draws(hmc_result):
-    """The exported float32 draws of a real run: R-hat within float32 round-off of ours; ESS
-    within the variant difference of ours (exactly the transcription of ArviZ's on them)."""
+    """The exported float32 draws of a real run: R-hat and ESS within float32 round-off of
+    ArviZ's float64 values on them."""
     idata = to_arviz(hmc_result)
     exported = idata.posterior["x"].values
     theirs_rhat = az.rhat(idata, method="rank")["x"].values

@@ -72,24 +72,26 @@ def ref_rank_normalize(x: np.ndarray) -> np.ndarray:
     return stats.norm.ppf((ranks - 3 / 8) / (x.size + 1 / 4))
 
 
-def ref_ess(x: np.ndarray) -> float:
-    """Multi-chain ESS as Stan computes it: eq. (10)-(11) of Vehtari et al. with the N/(N-1)
-    factor on W only, Geyer's initial positive + monotone sequences, Stan's improved estimate."""
+def ref_ess(x: np.ndarray, *, paper_lags: bool = False, improved: bool = True) -> float:
+    """Multi-chain ESS as Stan (and ArviZ) compute it, eq. (10)-(11) of Vehtari et al. with
+    Geyer's initial positive + monotone sequences. The defaults are Stan's; the switches give
+    the literal eq. (10) (``paper_lags``: s_m² ρ_{t,m} = N/(N-1) acov_m(t) at every lag rather
+    than the biased acov_m(t) for t ≥ 1) and drop Stan's improved estimate (``improved``: add
+    max(ρ_{2K}, 0) for the first dropped pair K)."""
     num_chains, n = x.shape
-    acov = np.empty((num_chains, n))
-    for m in range(num_chains):
-        c = x[m] - x[m].mean()
-        acov[m] = np.correlate(c, c, mode="full")[n - 1 :] / n
-    within = (acov[:, 0] * n / (n - 1)).mean()
+    centred = x - x.mean(axis=1, keepdims=True)
+    acov = np.stack([np.correlate(c, c, mode="full")[n - 1 :] / n for c in centred])
+    within = acov[:, 0].mean() * n / (n - 1)
     var_plus = (n - 1) / n * within + (x.mean(1).var(ddof=1) if num_chains > 1 else 0.0)
-    rho = 1 - (within - acov.mean(axis=0)) / var_plus
+    lagged = acov.mean(axis=0) * (n / (n - 1) if paper_lags else 1.0)
+    rho = 1 - (within - lagged) / var_plus
     rho[0] = 1.0
     total, previous, k = -1.0, np.inf, 0
     while k < n // 2 and rho[2 * k] + rho[2 * k + 1] > 0:
         previous = min(previous, rho[2 * k] + rho[2 * k + 1])
         total += 2 * previous
         k += 1
-    if k < n // 2:
+    if improved and k < n // 2:
         total += max(rho[2 * k], 0.0)
     total = max(total, 1 / np.log10(num_chains * n))
     return num_chains * n / total
