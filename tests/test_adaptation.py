@@ -162,9 +162,10 @@ def test_rwmh_adaptation_learns_the_scales_and_the_acceptance_rate():
       off by about sqrt(1/(2·2000)) ≈ 1.6 %; 15 % is over 9 SE (false fails < 1e-12). An
       unadapted, isotropic scale is off by a factor 2 between the extreme coordinates: caught.
     * Acceptance: the fixed kernel on 64 fresh exact chains for 200 steps accepts at 0.234 within
-      5 SE of the chains' mean acceptance plus 0.01 for dual averaging's finite-warm-up lag (the
-      HMC test measured 0.0007 there). Missing it as a last-iterate or mis-targeted run does
-      (by > 0.05) is caught.
+      5 SE of the chains' mean acceptance plus 0.01 for dual averaging's finite-warm-up lag.
+      That lag was measured for HMC (0.0007), not for RWMH; this seed's gap is 0.008, 3 SE, so
+      the 0.01 is an allowance for an unmeasured bias, not a derived bound. Missing the target
+      as a last-iterate or mis-targeted run does (by > 0.05) is caught.
     """
     warmup = rwmh_adaptation(scaled_gaussian, initial_step_size=0.1)
     key_init, key_warm, key_sample, key_fresh = jax.random.split(jax.random.PRNGKey(7), 4)
