@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format bench experiments clean lock
+.PHONY: demo test lint format bench bench-report notebooks docs experiments clean lock
 
 LOCK := requirements.lock
 
@@ -22,7 +22,7 @@ lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/pip install --quiet --upgrade pip
-	.venv-lock/bin/pip install --quiet ".[test,bench,arviz]"
+	.venv-lock/bin/pip install --quiet ".[test,bench,arviz,docs]"
 	{ echo "# The tested versions: \`make\` installs exactly these, then nflows_jax itself with --no-deps."; \
 	  echo "# Regenerate with \`make lock\` (resolves pyproject.toml's ranges afresh); BENCHMARKS.md names the same."; \
 	  .venv-lock/bin/pip freeze --all --exclude-editable | grep -v -i "^nflows.jax"; } > $(LOCK)
@@ -44,13 +44,24 @@ format: $(STAMP)
 test: lint
 	$(PY) -m pytest tests
 
+# Every benchmark in one command (about two hours on 2 CPU cores): each script writes its JSON to
+# benchmarks/results/, then bench-report rewrites every generated table and figure in BENCHMARKS.md
+# and the machine and package versions they ran on. `make bench QUICK=1` is the smoke run (minutes;
+# writes to runs/bench-quick/, leaves BENCHMARKS.md alone).
 bench: $(STAMP)
-	$(PY) benchmarks/flows_2d.py
-	$(PY) benchmarks/mcmc.py
-	$(PY) benchmarks/glow.py
-	$(PY) benchmarks/autoregressive.py
-	$(PY) benchmarks/generation.py
-	$(PY) benchmarks/adaptation.py
+	$(PY) benchmarks/run_all.py $(if $(QUICK),--quick)
+
+bench-report: $(STAMP)
+	$(PY) benchmarks/report.py
+
+# Run every tutorial notebook in its full configuration and save outputs and figures into it.
+notebooks: $(STAMP)
+	$(PY) notebooks/execute.py --size full --write notebooks/*.ipynb
+
+# The API reference and the notebooks as one HTML site in docs/_build/html, offline, warnings as errors.
+docs: $(STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	@echo "Open docs/_build/html/index.html"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache docs/_build
