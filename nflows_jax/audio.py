@@ -4,6 +4,10 @@ Nothing is downloaded. :func:`synthetic_audio` draws clips that have what makes 
 autoregressive model (several periodicities at once, a sweeping pitch, a noise floor) at any
 sample rate, reproducibly from a key. :func:`mu_law_encode` / :func:`mu_law_decode` are the
 companding of WaveNet's 256-way softmax (ITU-T G.711's μ-law with μ = L - 1).
+
+Waveforms are floats in [-1, 1]: :func:`synthetic_audio` gives clips (N, T) in JAX's default
+float, :func:`read_wav` a (T,) float64 NumPy array. μ-law levels are int32 in 0..L-1 with the
+waveform's shape, decoded back to float32.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ def mu_law_encode(x: Array, num_levels: int = 256) -> Array:
 
     ``F(x) = sign(x) · log(1 + μ|x|) / log(1 + μ)`` with ``μ = L - 1``, then
     ``round((F + 1) / 2 · μ)``: fine steps near 0, where speech and music spend their time.
+    Elementwise, any shape; returns int32.
     """
     _check_levels(num_levels)
     mu = num_levels - 1
@@ -40,7 +45,10 @@ def mu_law_encode(x: Array, num_levels: int = 256) -> Array:
 
 
 def mu_law_decode(levels: Array, num_levels: int = 256) -> Array:
-    """Integer levels 0..L-1 -> waveform in [-1, 1], the inverse of the companding."""
+    """Integer levels 0..L-1 -> waveform in [-1, 1], the inverse of the companding.
+
+    Elementwise, any shape; returns float32.
+    """
     _check_levels(num_levels)
     mu = num_levels - 1
     companded = 2.0 * levels.astype(jnp.float32) / mu - 1.0
@@ -50,7 +58,7 @@ def mu_law_decode(levels: Array, num_levels: int = 256) -> Array:
 def synthetic_audio(
     key: jax.Array, num_clips: int, length: int, sample_rate: int = 16_000, noise: float = 0.02
 ) -> Array:
-    """Clips (num_clips, length) in [-1, 1]: per clip 2–4 sines, a chirp and white noise.
+    """Clips (num_clips, length) in [-1, 1], JAX's default float: 2–4 sines, a chirp and noise.
 
     Frequencies are drawn log-uniformly in [110, 0.2·sample_rate] Hz, each sine with a random
     phase and amplitude; the chirp sweeps linearly between two such frequencies over the clip;

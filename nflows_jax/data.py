@@ -163,7 +163,10 @@ TOY_DATASETS: dict[str, ToySampler] = {
 
 
 def sample_toy(name: str, key: PRNGKey, n: int) -> Array:
-    """Draw ``n`` points from the toy density called ``name`` (a key of ``TOY_DATASETS``)."""
+    """Draw ``n`` points from the toy density called ``name`` (a key of ``TOY_DATASETS``).
+
+    Returns (n, 2) float32, like every sampler it dispatches to.
+    """
     if name not in TOY_DATASETS:
         raise ValueError(f"unknown toy dataset {name!r}; valid names: {sorted(TOY_DATASETS)}")
     return TOY_DATASETS[name](key, n)

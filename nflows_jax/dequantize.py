@@ -74,7 +74,7 @@ def _check_positive_int(value: int, name: str) -> int:
 
 
 def check_discrete(x: Array, num_bits: int) -> None:
-    """Raise if ``x`` is not integer data in ``[0, 2**num_bits)``; shape (B, *event).
+    """Raise if ``x`` is not integer data in ``[0, 2**num_bits)``; shape ``(B, *event)``.
 
     The dtype is checked always (float data is most likely already dequantized or scaled, and
     dequantizing it again would give a wrong likelihood); the range only when ``x`` is concrete
@@ -122,7 +122,7 @@ def _to_bin(x: Array, u: Array, num_levels: int) -> Array:
 
 
 def uniform_dequantize(key: PRNGKey, x: Array, num_bits: int = 8, dtype=None) -> Array:
-    """``y = (x + u) / K`` with ``u ~ U[0, 1)^D`` and ``K = 2**num_bits``: (B, *event) -> same.
+    """``y = (x + u) / K`` with ``u ~ U[0, 1)^D`` and ``K = 2**num_bits``: ``(B, *event)`` -> same.
 
     ``x`` is integer data in ``[0, K)`` (checked, see :func:`check_discrete`); ``y`` is float
     (``dtype``, default JAX's default float) in ``[0, 1)``, inside x's bin ``[x/K, (x+1)/K)``.
@@ -141,7 +141,7 @@ def _num_dims(x: Array) -> int:
 
 
 def _flat_log_prob(model_log_prob: LogProbFn, y: Array) -> Array:
-    """Evaluate ``model_log_prob`` on samples (S, B, *event) as one batch: returns (S, B)."""
+    """Evaluate ``model_log_prob`` on samples ``(S, B, *event)`` as one batch: returns (S, B)."""
     num_samples, batch = y.shape[:2]
     log_p = model_log_prob(y.reshape((num_samples * batch, *y.shape[2:])))
     if jnp.shape(log_p) != (num_samples * batch,):
@@ -163,7 +163,7 @@ def uniform_elbo_samples(
     """Per-sample terms ``log p̂((x + u)/K) - D log K``, u ~ U[0, 1)^D: shape (S, B).
 
     Their mean over the S axis is :func:`uniform_dequantization_elbo`; their spread gives its
-    Monte-Carlo standard error. ``model_log_prob`` maps (N, *event) pixels in [0, 1) to (N,).
+    Monte-Carlo standard error. ``model_log_prob`` maps ``(N, *event)`` pixels in [0, 1) to (N,).
     """
     check_discrete(x, num_bits)
     num_samples = _check_positive_int(num_samples, "num_samples")
@@ -277,7 +277,10 @@ def logit_preprocess(alpha: float = 0.05) -> Bijector:
 
 
 def image_context(x: Array, num_bits: int = 8, dtype=None) -> Array:
-    """The context a noise model sees: ``2 x / K - 1`` flattened, (B, *event) -> (B, D) float."""
+    """The context a noise model sees: ``2 x / K - 1`` flattened, ``(B, *event) -> (B, D)``.
+
+    In ``dtype`` (default: JAX's default float), values in [-1, 1).
+    """
     check_batched(x)
     num_levels = 2 ** _check_num_bits(num_bits)
     dtype = _float_dtype(dtype)
@@ -288,8 +291,11 @@ def image_context(x: Array, num_bits: int = 8, dtype=None) -> Array:
 def conditional_affine(hidden: Sequence[int] = (64,), max_log_scale: float = 3.0) -> Bijector:
     """``y = x * exp(s(c)) + t(c)`` elementwise, ``t, s`` from an MLP of the context c (B, C).
 
-    ``s = max_log_scale * tanh(raw / max_log_scale)`` (bounded). The MLP's output layer is zero at
-    init, so a fresh layer is the identity. Params: the MLP's flax params (dtype of ``x``).
+    ``s = max_log_scale * tanh(raw / max_log_scale)`` (bounded). ``forward`` is the map above
+    with log-det ``sum(s)``, ``inverse`` is ``(y - t) * exp(-s)`` with ``-sum(s)``; x and y are
+    ``(B, *event)``, log-dets (B,), and a context is required (also at ``init``). The MLP's
+    output layer is zero at init, so a fresh layer is the identity. Params: the MLP's flax
+    params (dtype of ``x``).
     """
     if not max_log_scale > 0:
         raise ValueError(f"max_log_scale must be > 0, got {show(max_log_scale)}")
@@ -328,8 +334,9 @@ def conditional_affine(hidden: Sequence[int] = (64,), max_log_scale: float = 3.0
 def dequantization_noise(hidden: Sequence[int] = (64,), max_log_scale: float = 3.0) -> Bijector:
     """A conditional noise bijector for q(u | x): ``u = sigmoid(eps * exp(s(x)) + t(x))``.
 
-    Forward maps logistic noise ``eps`` (B, *event) to ``u`` in (0, 1) given the context
-    :func:`image_context` (B, D). At init (``s = t = 0``) u = sigmoid(eps) is exactly uniform,
+    ``forward`` maps logistic noise ``eps`` ``(B, *event)`` to ``u`` in (0, 1) given the context
+    :func:`image_context` (B, D), with ``log|det du/deps|`` (B,); ``inverse`` maps u back to eps.
+    At init (``s = t = 0``) u = sigmoid(eps) is exactly uniform,
     so q is the uniform dequantization. Any conditional bijector R^D -> (0, 1)^D works in its
     place (e.g. coupling layers chained before the sigmoid).
     """
@@ -339,7 +346,7 @@ def dequantization_noise(hidden: Sequence[int] = (64,), max_log_scale: float = 3
 def init_dequantization_noise(
     key: PRNGKey, noise: Bijector, x: Array, num_bits: int = 8, dtype=None
 ) -> Params:
-    """Initialise ``noise``'s params from an example image batch ``x`` (B, *event) integers."""
+    """Initialise ``noise``'s params from an example image batch ``x`` ``(B, *event)`` integers."""
     check_discrete(x, num_bits)
     dtype = _float_dtype(dtype)
     eps = jnp.zeros(jnp.shape(x), dtype)
@@ -347,7 +354,7 @@ def init_dequantization_noise(
 
 
 def _logistic_log_prob(eps: Array) -> Array:
-    """log density of the standard logistic, summed over the event: (N, *event) -> (N,)."""
+    """log density of the standard logistic, summed over the event: ``(N, *event)`` -> (N,)."""
     return sum_event(-jax.nn.softplus(-eps) - jax.nn.softplus(eps))
 
 
@@ -367,7 +374,7 @@ def variational_elbo_samples(
     shape as :func:`uniform_elbo_samples` draws its u (so at identity noise params the two share
     their samples); ``u, log|det| = noise.forward(noise_params, eps, image_context(x))`` and
     ``log q(u | x) = log p_logistic(eps) - log|det|``. In float32 a saturated sigmoid
-    (|arg| > ~17) returns u = 0 or 1; y is then clipped into x's bin as in
+    (``|arg| > ~17``) returns u = 0 or 1; y is then clipped into x's bin as in
     :func:`uniform_dequantize` while log q keeps its (finite) value.
     """
     check_discrete(x, num_bits)

@@ -15,7 +15,7 @@ to x, which is the whole signal).
 When teacher and student are both Gaussian autoregressive in the same order (stacks of affine
 MAF / IAF layers without permutations), every conditional ``p(x_i | x_<i)`` is Gaussian under
 both, and the KL splits by the chain rule into per-dimension Gaussian KLs evaluated at the
-student's samples (ClariNet):
+student's samples (ClariNet)::
 
     KL(p_S || p_T) = E_{x ~ p_S} sum_i KL( N(mu_S,i, sigma_S,i²) || N(mu_T,i, sigma_T,i²) )
 
@@ -52,7 +52,10 @@ KINDS = ("maf", "iaf")
 
 
 def frozen_log_prob(flow: Flow, params: Params) -> Callable[[Array], Array]:
-    """``x -> log p(x)`` of a trained flow whose params receive no gradient (a teacher)."""
+    """``x -> log p(x)`` of a trained flow whose params receive no gradient (a teacher).
+
+    The returned function maps ``x (N, *event) -> (N,)`` (:func:`nflows_jax.flows.log_prob`).
+    """
     frozen = jax.tree_util.tree_map(jax.lax.stop_gradient, params)
     return lambda x: flows.log_prob(flow, frozen, x)
 
@@ -153,7 +156,10 @@ def gaussian_autoregressive_stack(
 
 
 def gaussian_kl(mean_p: Array, log_std_p: Array, mean_q: Array, log_std_q: Array) -> Array:
-    """Elementwise ``KL(N(mean_p, std_p²) || N(mean_q, std_q²))`` in nats."""
+    """Elementwise ``KL(N(mean_p, std_p²) || N(mean_q, std_q²))`` in nats.
+
+    All four arguments broadcast together (e.g. each (B, D) -> (B, D)); log-stds, not stds.
+    """
     ratio = jnp.exp(2.0 * (log_std_p - log_std_q))
     return (
         log_std_q - log_std_p + 0.5 * (ratio + ((mean_p - mean_q) * jnp.exp(-log_std_q)) ** 2 - 1)

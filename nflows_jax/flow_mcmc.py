@@ -247,7 +247,7 @@ class FlowImportanceResult(NamedTuple):
       ess: Kish's effective sample size (Σw)² / Σw², in [1, n].
       elbo: mean log-weight E_q[log p̃ - log q] = log Z - KL(q ‖ p) ≤ log Z (−inf when q has
         mass where p̃ is 0).
-      samples: (n, *event) draws from q.
+      samples: ``(n, *event)`` draws from q.
       log_weights: (n,) log p̃(x) - log q(x). −inf log p̃ is a zero weight (correct); a NaN log
         p̃ makes every estimate NaN rather than being dropped, which would bias them silently.
     """
@@ -398,7 +398,7 @@ def push_forward_chains(transport: NeuTra, result: ChainResult) -> ChainResult:
 
     Args:
       transport: the ``NeuTra`` the chains ran on.
-      result: ``ChainResult`` of a run with ``keep="position"``: trace (C, K, *event) in z.
+      result: ``ChainResult`` of a run with ``keep="position"``: trace ``(C, K, *event)`` in z.
 
     Returns:
       ``ChainResult(final_state, trace, info_trace)`` with ``trace`` = f(z) of the same shape

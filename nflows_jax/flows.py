@@ -7,6 +7,10 @@
     params = init(flow, key, x_example)
     log_p = log_prob(flow, params, x)                 # x (B, 2) -> (B,)
     x, log_p = sample_and_log_prob(flow, params, key, 512)
+
+Data carry one leading batch axis, ``x (B, *event)`` with ``*event`` the base's event shape,
+and densities come back as (B,). Sampling runs ``bijector.forward`` (base -> data), densities
+``bijector.inverse`` (data -> base), the library's convention (``nflows_jax.bijectors.base``).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ def standard_normal(event_shape: tuple[int, ...] | int, dtype=None) -> distrax.D
 
 
 def _as_data(flow: Flow, x: Array) -> Array:
-    """Check ``x`` is (batch, *event); cast integer data (uint8 images) to floating point.
+    """Check ``x`` is ``(batch, *event)``; cast integer data (uint8 images) to floating point.
 
     A density of integer data is only meaningful after dequantization (add uniform noise first);
     the cast only spares every layer from handling integer dtypes.
@@ -74,12 +78,16 @@ def _sample_shape(num_samples: int | tuple[int, ...]) -> tuple[int, ...]:
 
 
 def init(flow: Flow, key: PRNGKey, x: Array, context: Array | None = None) -> Params:
-    """Initialise the bijector's params from an example batch ``x`` of shape (B, *event)."""
+    """Initialise the bijector's params from an example batch ``x`` of shape ``(B, *event)``."""
     return flow.bijector.init(key, _as_data(flow, x), context)
 
 
 def log_prob(flow: Flow, params: Params, x: Array, context: Array | None = None) -> Array:
-    """log p(x) = log p_base(f⁻¹(x)) + log|det ∂f⁻¹/∂x|. Shapes: x (B, *event) -> (B,)."""
+    """``log p(x) = log p_base(f⁻¹(x)) + log|det ∂f⁻¹/∂x|``. Shapes: ``x (B, *event) -> (B,)``.
+
+    One ``bijector.inverse`` pass (data -> base). Integer data (uint8 images) is cast to JAX's
+    default float first; dequantize it before (``nflows_jax.dequantize``) for a real density.
+    """
     z, log_det = flow.bijector.inverse(params, _as_data(flow, x), context)
     return flow.base.log_prob(z) + log_det
 
@@ -94,8 +102,8 @@ def sample_and_log_prob(
 ) -> tuple[Array, Array]:
     """Draw samples and their log-density in one forward pass.
 
-    ``num_samples`` is an int ``N`` or a sample shape ``S``: returns ((*S, *event), S). With a
-    ``context`` of shape (*S, C) each sample is drawn under its own context row.
+    ``num_samples`` is an int ``N`` or a sample shape ``S``: returns ``((*S, *event), S)``. With a
+    ``context`` of shape ``(*S, C)`` each sample is drawn under its own context row.
 
     ``temperature`` T scales the base draw about 0 (Glow's reduced-temperature sampling): for a
     standard-normal base the samples come from the flow with base N(0, T² I), and the returned
@@ -129,7 +137,7 @@ def sample(
     context: Array | None = None,
     temperature: float = 1.0,
 ) -> Array:
-    """Draw samples of shape (*sample_shape, *event); see :func:`sample_and_log_prob`."""
+    """Draw samples of shape ``(*sample_shape, *event)``; see :func:`sample_and_log_prob`."""
     return sample_and_log_prob(flow, params, key, num_samples, context, temperature)[0]
 
 

@@ -50,7 +50,10 @@ def init_image_flow(flow: flows.Flow, key: PRNGKey, images: Array, num_bits: int
 
 
 def bits_per_dim_loss(flow: flows.Flow, num_bits: int) -> Callable[[Params, Array, PRNGKey], Array]:
-    """``loss(params, images, key)``: mean bits/dim of a fresh uniform dequantization."""
+    """``loss(params, images, key)``: mean bits/dim of a fresh uniform dequantization.
+
+    ``images`` (B, H, W, C) integers -> a scalar, the mean of :func:`bits_per_dim_per_image`.
+    """
     per_image = bits_per_dim_per_image(flow, num_bits)
     return lambda params, images, key: jnp.mean(per_image(params, images, key))
 

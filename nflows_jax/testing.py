@@ -483,7 +483,7 @@ def check_bijector(
     perturbation: float = 0.3,
     check_jacobian: bool = True,
 ) -> Params:
-    """Assert the bijector contract on an example batch ``x`` of shape (B, *event), B >= 2.
+    """Assert the bijector contract on an example batch ``x`` of shape ``(B, *event)``, B >= 2.
 
     Properties checked, in this order (the first broken one is named in the error):
 
@@ -504,7 +504,7 @@ def check_bijector(
 
     Args:
       bijector: the bijector under test.
-      x: a batch in the forward domain, (B, *event) with B >= 2.
+      x: a batch in the forward domain, ``(B, *event)`` with B >= 2.
       key: initialises params (``bijector.init``) when ``params`` is not given.
       params: check these params as they are (trained or hand-made) instead of initialising.
       context: (B, C) or None.

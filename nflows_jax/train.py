@@ -68,7 +68,8 @@ class NonFiniteLossError(FloatingPointError):
       params: the last finite params, i.e. those after step ``step - 1`` (the initial params when
         ``step`` is the first step of the run).
       opt_state: the optimizer state that goes with ``params``.
-      loss, grad_norm: the offending values (floats; either may be NaN or ±inf).
+      loss: the offending loss (a float; NaN, ±inf, or finite when only the gradient was not).
+      grad_norm: the gradient's global norm at that step (a float; may be NaN or ±inf).
     """
 
     def __init__(

@@ -1,4 +1,9 @@
-"""Bijectors: pure ``(init, forward, inverse)`` triples with explicit log-determinants."""
+"""Bijectors: pure ``(init, forward, inverse)`` triples with explicit log-determinants.
+
+Arrays are ``(B, *event)`` with one leading batch axis and log-dets (B,); ``forward`` is base ->
+data (sampling), ``inverse`` data -> base (density). The contract is in
+:mod:`nflows_jax.bijectors.base`.
+"""
 
 from nflows_jax.bijectors.architectures import glow, realnvp_multiscale
 from nflows_jax.bijectors.autoregressive import inverse_autoregressive, masked_autoregressive

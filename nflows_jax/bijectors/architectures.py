@@ -95,6 +95,10 @@ def glow(
     out half of its channels under a learned conditional prior. ``seed`` fixes the 1×1 convs'
     permutations. Params: a tuple per ``chain``, stacked over the steps of a level. ``unroll``:
     see ``repeat``; ``None`` unrolls on CPU only (params and results are the same either way).
+
+    ``forward`` maps a latent (B, H, W, C) to images of the same shape (sampling), ``inverse``
+    images to the latent (density); log-dets (B,). ``init`` takes an example batch of images
+    (data side: the layers are built in the density direction and inverted).
     """
     height, width, channels = image_shape
     _check_architecture("glow", levels, steps_per_level, height, width)
@@ -123,7 +127,8 @@ def realnvp_multiscale(
     Each level runs ``steps_per_level`` pairs of checkerboard couplings (parity 0 then 1),
     squeezes, runs ``steps_per_level`` pairs of channel couplings and factors out half of the
     channels through a learned prior coupling, as Glow does. Each set of pairs is one ``repeat``
-    (``unroll`` as in :func:`glow`).
+    (``unroll`` as in :func:`glow`). Directions and ``init`` as in :func:`glow`: ``forward`` is
+    latent -> images, ``inverse`` images -> latent, both (B, H, W, C), log-dets (B,).
     """
     height, width, channels = image_shape
     _check_architecture("realnvp_multiscale", levels, steps_per_level, height, width)

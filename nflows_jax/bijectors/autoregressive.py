@@ -133,6 +133,10 @@ def masked_autoregressive(
 ) -> Bijector:
     """A MAF layer on (B, event_size): density in one MADE pass, sampling in D passes.
 
+    ``y = tau(x; made(y))``: ``inverse`` (data y -> base x, ``log|det dx/dy|``) is one parallel
+    MADE pass on y; ``forward`` (base x -> data y, ``log|det dy/dx|``) fills in y one degree at a
+    time, D sequential passes. Log-dets have shape (B,).
+
     Args:
       event_size: D >= 1.
       transformer: the elementwise map (default ``affine_transformer()``, the Gaussian
@@ -216,6 +220,8 @@ def inverse_autoregressive(
 ) -> Bijector:
     """An IAF layer: sampling ``y = tau(x; made(x))`` in one pass, density in D passes.
 
+    ``forward`` (base x -> data y) is one parallel MADE pass on x; ``inverse`` (data -> base)
+    solves for x in D sequential passes. Log-dets (B,); shapes (B, event_size) both ways.
     Same arguments as :func:`masked_autoregressive`. Built as the inverse of a MAF whose
     transformer is ``tau`` inverted, so the MADE sees the base variable x.
     """

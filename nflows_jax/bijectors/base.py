@@ -41,9 +41,12 @@ class Bijector(NamedTuple):
     """A bijection ``f: base -> data`` with explicit log-determinants.
 
     Attributes:
-      init: ``init(key, x, context=None) -> params``; ``x`` is an example batch (B, *event).
-      forward: ``forward(params, x, context=None) -> (y, log|det dy/dx|)`` with log-det (B,).
-      inverse: ``inverse(params, y, context=None) -> (x, log|det dx/dy|)`` with log-det (B,).
+      init: ``init(key, x, context=None) -> params``; ``x`` is an example batch
+        ``(B, *event)``.
+      forward: ``forward(params, x, context=None) -> (y, log|det dy/dx|)``, base -> data
+        (sampling), with log-det (B,).
+      inverse: ``inverse(params, y, context=None) -> (x, log|det dx/dy|)``, data -> base
+        (density evaluation), with log-det (B,).
     """
 
     init: InitFn
@@ -52,7 +55,7 @@ class Bijector(NamedTuple):
 
 
 def sum_event(a: Array) -> Array:
-    """Sum over every axis but the leading batch axis: (B, *event) -> (B,)."""
+    """Sum over every axis but the leading batch axis: ``(B, *event) -> (B,)``."""
     return jnp.sum(a.reshape(a.shape[0], -1), axis=1)
 
 
@@ -189,8 +192,9 @@ def _check_permutation(perm: Sequence[int]) -> jnp.ndarray:
 
 
 def permutation(perm: Sequence[int]) -> Bijector:
-    """Permute the last axis: ``y[..., i] = x[..., perm[i]]`` (log-det 0, no params).
+    """Permute the last axis: ``forward`` is ``y[..., i] = x[..., perm[i]]`` (log-det 0, no params).
 
+    ``inverse`` applies the inverse permutation ``argsort(perm)``; both log-dets are zeros (B,).
     The permutation is a constant closed over by the functions, never a trainable integer param.
     """
     perm_array = _check_permutation(perm)
@@ -210,7 +214,10 @@ def permutation(perm: Sequence[int]) -> Bijector:
 
 
 def reverse_permutation() -> Bijector:
-    """Reverse the last axis (its own inverse; log-det 0, no params). Works for any size."""
+    """Reverse the last axis (log-det 0, no params). Works for any size.
+
+    ``forward`` and ``inverse`` are the same flip, since it is its own inverse.
+    """
 
     def flip(params, x, context=None):
         return jnp.flip(x, axis=-1), jnp.zeros(x.shape[:1], x.dtype)
@@ -219,6 +226,9 @@ def reverse_permutation() -> Bijector:
 
 
 def random_permutation(seed: int, size: int) -> Bijector:
-    """A fixed permutation of the last axis of ``size`` drawn from ``seed`` (no params)."""
+    """A fixed permutation of the last axis of ``size`` drawn from ``seed`` (no params).
+
+    :func:`permutation` of that draw: ``forward`` permutes, ``inverse`` undoes it, log-det 0.
+    """
     perm = jax.random.permutation(jax.random.PRNGKey(seed), size)
     return permutation([int(i) for i in perm])

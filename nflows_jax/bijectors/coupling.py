@@ -8,6 +8,10 @@ outputs the shift (log-scale, spline parameters) for ``x_b``::
     affine:    y_b = x_b * exp(s(x_a)) + t(x_a)          log-det = sum(s(x_a))
     coupling:  y_b = tau(x_b; theta(x_a))                log-det = sum(log tau'(x_b))
 
+These are the ``forward`` maps (base -> data, ``y_a = x_a``); ``inverse`` (data -> base) reads
+``theta`` from the kept ``y_a`` (which equals ``x_a``) and undoes the change of ``y_b``, with the
+negated log-det. Both directions cost one conditioner pass.
+
 with ``s = max_log_scale * tanh(raw / max_log_scale)``: bounded, and equal to ``raw`` to first order
 near 0. ``coupling`` takes any elementwise :class:`~nflows_jax.bijectors.transformers.Transformer`
 (``affine_coupling`` and ``spline_coupling`` are it with ``affine_transformer`` and
@@ -175,6 +179,9 @@ def additive_coupling(
 ) -> Bijector:
     """NICE's additive coupling ``y_b = x_b + t(x_a)`` on (B, event_size); log-det exactly 0.
 
+    ``forward`` (base -> data) adds the shift, ``inverse`` (data -> base) subtracts
+    ``t(y_a)``; both return a zero log-det of shape (B,).
+
     Args:
       event_size: D >= 2.
       hidden: hidden widths of the MLP conditioner.
@@ -217,8 +224,10 @@ def coupling_layer(
 
     The MLP conditioner outputs ``P = transformer.params_per_entry`` numbers per changed
     coordinate, laid out in P blocks of ``changed`` numbers (block ``p`` holds parameter ``p`` of
-    every changed coordinate) and rearranged to ``theta`` of shape (B, changed, P). The log-det is
-    the sum of the transformer's per-entry log-derivatives over the changed coordinates.
+    every changed coordinate) and rearranged to ``theta`` of shape (B, changed, P). ``forward``
+    (base -> data) applies ``transformer.forward`` to ``x_b``, ``inverse`` (data -> base)
+    ``transformer.inverse`` to ``y_b``; each log-det, shape (B,), is the sum of that pass's
+    per-entry log-derivatives over the changed coordinates.
 
     Args:
       event_size: D >= 2.
@@ -288,10 +297,12 @@ def affine_coupling(
       mask: ``"half"`` or ``"alternating"`` (see the module docstring).
       context_size: C, the width of the ``context`` (B, C) to condition on; 0 for none, in which
         case passing a context is an error (it would otherwise be silently ignored).
-      max_log_scale: bound on |s|: ``s = max_log_scale * tanh(raw / max_log_scale)``, so one
-        layer scales each coordinate by at most ``exp(±max_log_scale)``.
+      max_log_scale: bound on ``|s|``: ``s = max_log_scale * tanh(raw / max_log_scale)``, so
+        one layer scales each coordinate by at most ``exp(±max_log_scale)``.
 
-    The log-det is ``sum(s)`` forward and ``-sum(s)`` inverse.
+    ``forward`` (base -> data) is the map above with log-det ``sum(s)``; ``inverse`` (data ->
+    base) is ``x_b = (y_b - t) * exp(-s)`` with log-det ``-sum(s)``, where ``s, t`` are read off
+    ``y_a = x_a``. Log-dets have shape (B,).
     """
     if not max_log_scale > 0:
         raise ValueError(f"affine_coupling: max_log_scale must be > 0, got {show(max_log_scale)}")
@@ -311,6 +322,8 @@ def spline_coupling(
     ``coupling_layer(event_size, rational_quadratic_spline(num_bins, bound), hidden, mask,
     context_size)``: each changed coordinate goes through a monotone rational-quadratic spline
     on ``[-bound, bound]`` (identity outside) with ``3·num_bins - 1`` conditioner outputs.
+    ``forward`` (base -> data) evaluates the spline, ``inverse`` (data -> base) solves it in closed
+    form (a quadratic per entry); log-dets (B,) as in :func:`coupling_layer`.
     """
     transformer = rational_quadratic_spline(num_bins, bound)
     return coupling_layer(event_size, transformer, hidden, mask, context_size)

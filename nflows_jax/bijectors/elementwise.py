@@ -1,6 +1,8 @@
 """Elementwise bijectors: learnable affine, sigmoid, logit and tanh.
 
-All act on any event shape ``(B, *event)`` and sum their log-dets over the event axes.
+All act on any event shape ``(B, *event)`` and sum their log-dets over the event axes, giving
+(B,). Each formula below is the ``forward`` map (base -> data); ``inverse`` (data -> base) is
+its inverse, with the negated log-det.
 
 Domains. ``sigmoid``'s inverse (= ``logit``'s forward) needs inputs in the open interval (0, 1) and
 ``tanh``'s inverse needs (-1, 1). When the input is a concrete array (eager mode) an input outside
@@ -63,7 +65,8 @@ def elementwise_affine() -> Bijector:
     """A learnable ``y = x * exp(log_scale) + shift`` with one shift/log-scale per event element.
 
     Params: ``AffineParams(shift, log_scale)``, each of the event shape, zero at init (identity).
-    The log-det is ``sum(log_scale)`` for every row.
+    ``forward`` (base -> data) is the map above with log-det ``sum(log_scale)`` for every row;
+    ``inverse`` is ``x = (y - shift) * exp(-log_scale)`` with log-det ``-sum(log_scale)``.
     """
 
     def init(key: PRNGKey, x: Array, context: Array | None = None) -> AffineParams:
@@ -98,10 +101,11 @@ def elementwise_affine() -> Bijector:
 
 
 def sigmoid() -> Bijector:
-    """``y = 1 / (1 + exp(-x))``: R -> (0, 1). No params.
+    """``forward`` is ``y = 1 / (1 + exp(-x))``: R -> (0, 1). No params.
 
     log sigmoid'(x) = log σ(x) + log σ(-x) = -softplus(-x) - softplus(x), stable for any x.
-    The inverse checks/clamps its input to (0, 1) as described in the module docstring.
+    The inverse (the logit) checks/clamps its input to (0, 1) as described in the module
+    docstring.
     """
 
     def forward(params: Params, x: Array, context: Array | None = None):
@@ -131,10 +135,11 @@ def logit() -> Bijector:
 
 
 def tanh() -> Bijector:
-    """``y = tanh(x)``: R -> (-1, 1). No params.
+    """``forward`` is ``y = tanh(x)``: R -> (-1, 1). No params.
 
     log tanh'(x) = log(1 - tanh²x) = 2 (log 2 - x - softplus(-2x)), stable for any x.
-    The inverse checks/clamps its input to (-1, 1) as described in the module docstring.
+    The inverse (``atanh``) checks/clamps its input to (-1, 1) as described in the module
+    docstring.
     """
 
     def forward(params: Params, x: Array, context: Array | None = None):

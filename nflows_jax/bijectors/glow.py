@@ -2,7 +2,9 @@
 
 Every layer takes arrays of shape (B, H, W, C) (batch, height, width, channels) and returns a
 log-determinant of shape (B,). Actnorm and the 1×1 convolutions act on the last axis only, so they
-also accept any (B, *spatial, C), e.g. (B, D) vectors; squeeze needs exactly (B, H, W, C).
+also accept any ``(B, *spatial, C)``, e.g. (B, D) vectors; squeeze needs exactly (B, H, W, C).
+``forward`` is base -> data with ``log|det dy/dx|``, ``inverse`` data -> base with
+``log|det dx/dy|`` (``nflows_jax.bijectors.base``); the formulas below are the forward maps.
 
 * :func:`actnorm`: per-channel affine ``y = x * exp(log_scale) + bias`` with data-dependent
   initialisation (the init batch leaves the layer with zero mean and unit variance per channel).
@@ -86,7 +88,7 @@ def actnorm(min_std: float = DEFAULT_MIN_STD) -> Bijector:
     rounding, unless a channel's std is below the floor ``min_std``: a constant channel is then
     only centred, scaled by ``1 / min_std`` at most). The key is unused.
 
-    Shapes: x (B, *spatial, C), typically NHWC; params :class:`ActNormParams` of (C,) leaves.
+    Shapes: x ``(B, *spatial, C)``, typically NHWC; params :class:`ActNormParams` of (C,) leaves.
     The log-det is ``prod(spatial) · sum(log_scale)`` for every row (``H·W·sum(log_scale)``),
     its negative for the inverse ``x = (y - bias) * exp(-log_scale)``.
     """
@@ -128,7 +130,7 @@ def random_rotation(channels: int, seed: int = 0) -> np.ndarray:
     """A random rotation (C, C) in float64: QR of a Gaussian, signs fixed, det = +1.
 
     ``Q`` of ``A = QR`` times ``sign(diag(R))`` is Haar-distributed on the orthogonal group; one
-    column is negated when its determinant is -1, so the result is a rotation (|det| = 1 either
+    column is negated when its determinant is -1, so the result is a rotation (``|det| = 1`` either
     way; det = +1 makes the LU sign vector's product +1).
     """
     channels = _check_channels_arg("random_rotation", channels)
@@ -157,9 +159,10 @@ def invertible_conv1x1(channels: int, seed: int = 0) -> Bijector:
     ``init`` sets ``W`` to :func:`random_rotation` ``(channels, seed)`` in ``x``'s dtype (the key
     is unused, so every copy inside ``repeat`` starts at the same rotation; powers of a rotation
     still mix channels differently at each depth). The log-det is ``H·W·log|det W|``
-    (``jnp.linalg.slogdet``, O(C³)); the inverse applies ``inv(W)``.
+    (``jnp.linalg.slogdet``, O(C³)) forward, and its negative for the inverse, which applies
+    ``inv(W)``.
 
-    Shapes: x (B, H, W, C) (any (B, *spatial, C)); params :class:`Conv1x1Params` with (C, C).
+    Shapes: x (B, H, W, C) (any ``(B, *spatial, C)``); params :class:`Conv1x1Params` with (C, C).
     """
     channels = _check_channels_arg("invertible_conv1x1", channels)
     rotation = random_rotation(channels, seed)
@@ -228,10 +231,10 @@ def invertible_conv1x1_lu(channels: int, seed: int = 0) -> Bijector:
     and ``sign`` are computed at construction from ``seed`` and closed over (not params). ``init``
     sets the params to the LU factors of :func:`random_rotation` ``(channels, seed)``, in ``x``'s
     dtype, so it starts equal (up to rounding) to ``invertible_conv1x1(channels, seed)``; the key
-    is unused. The log-det is ``H·W·sum(log_abs_s)``; the inverse solves with ``U'`` and ``L``
-    (triangular solves) and applies ``Pᵀ``.
+    is unused. The forward log-det is ``H·W·sum(log_abs_s)``; the inverse solves with ``U'`` and
+    ``L`` (triangular solves), applies ``Pᵀ`` and returns the negated log-det.
 
-    Shapes: x (B, H, W, C) (any (B, *spatial, C)); params :class:`Conv1x1LUParams`.
+    Shapes: x (B, H, W, C) (any ``(B, *spatial, C)``); params :class:`Conv1x1LUParams`.
     """
     channels = _check_channels_arg("invertible_conv1x1_lu", channels)
     constants = _lu_constants(channels, seed)
@@ -291,9 +294,10 @@ def squeeze(factor: int = 2) -> Bijector:
     """Space-to-depth: (B, H, W, C) -> (B, H/f, W/f, f·f·C); log-det exactly 0, no params.
 
     ``y[b, i, j, (p·f + q)·C + c] = x[b, i·f + p, j·f + q, c]`` for ``0 <= p, q < f``: each
-    f×f patch becomes one position whose channels list the patch row by row. ``inverse`` is
-    depth-to-space. This changes the event shape (a pure reshape-and-transpose, i.e. a
-    permutation of the entries). H and W must be divisible by ``factor`` (checked at trace time).
+    f×f patch becomes one position whose channels list the patch row by row (``forward``).
+    ``inverse`` is depth-to-space. This changes the event shape (a pure reshape-and-transpose,
+    i.e. a permutation of the entries). H and W must be divisible by ``factor`` (checked at trace
+    time).
     """
     factor = _check_factor(factor)
 

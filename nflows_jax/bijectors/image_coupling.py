@@ -1,6 +1,7 @@
 """Coupling layers on NHWC images (RealNVP's masks), with a convolutional ResNet conditioner.
 
-``image_coupling`` takes any elementwise :class:`~nflows_jax.bijectors.transformers.Transformer`
+:func:`image_coupling_layer` takes any elementwise
+:class:`~nflows_jax.bijectors.transformers.Transformer`
 (``image_affine_coupling`` and ``image_spline_coupling`` are it with the affine transformer and
 the rational-quadratic spline).
 
@@ -11,6 +12,10 @@ the changed entries use them::
 
     additive:  y = x·m + (1 - m)·(x + t(x·m))               log-det = 0 exactly
     affine:    y = x·m + (1 - m)·(x·exp(s(x·m)) + t(x·m))   log-det = sum over m = 0 of s
+
+These are the ``forward`` maps (base -> data); ``inverse`` (data -> base) evaluates the
+conditioner at ``y·m = x·m`` and undoes the change of the ``m = 0`` entries, with the negated
+log-det. Log-dets have shape (B,).
 
 with ``s = max_log_scale * tanh(raw / max_log_scale)``, the bound of
 ``nflows_jax.bijectors.transformers.affine_transformer``. The blend is computed with ``jnp.where``
@@ -165,7 +170,8 @@ def image_additive_coupling(
       mask: ``"channel"`` or ``"checkerboard"`` (see the module docstring).
       parity: 0 or 1, which half of the mask is kept.
 
-    The log-det is exactly 0 in both directions, shape (B,).
+    ``forward`` (base -> data) adds ``t`` to the changed entries, ``inverse`` (data -> base)
+    subtracts ``t(y·m)``; the log-det is exactly 0 in both directions, shape (B,).
     """
     layer = "image_additive_coupling"
     conditioner = _conditioner(layer, channels, hidden, num_blocks, mask, parity, 1)
@@ -238,6 +244,8 @@ def image_coupling_layer(
     The ConvResNet outputs (B, H, W, P·C) at ``x·m``, ``P = transformer.params_per_entry``, laid
     out in P blocks of C channels and rearranged to ``theta`` of shape (B, H, W, C, P). The
     transformer runs on every entry; the kept ones are then copied from ``x`` by ``jnp.where``.
+    ``forward`` (base -> data) runs ``transformer.forward``, ``inverse`` (data -> base)
+    ``transformer.inverse`` with ``theta`` from ``y·m``.
 
     Args:
       channels: C (>= 2 for the channel mask, >= 1 for the checkerboard).
@@ -266,7 +274,7 @@ def image_affine_coupling(
     """RealNVP's affine coupling ``y = x·m + (1 - m)·(x·exp(s) + t)`` on NHWC (B, H, W, C).
 
     ``t`` and ``s`` are the two halves of the ConvResNet's (B, H, W, 2C) output at ``x·m``: the
-    :func:`image_coupling` of ``affine_transformer(max_log_scale)``.
+    :func:`image_coupling_layer` of ``affine_transformer(max_log_scale)``.
 
     Args:
       channels: C (>= 2 for the channel mask, >= 1 for the checkerboard).
@@ -274,8 +282,8 @@ def image_affine_coupling(
       num_blocks: residual blocks of the conditioner.
       mask: ``"channel"`` or ``"checkerboard"`` (see the module docstring).
       parity: 0 or 1, which half of the mask is kept.
-      max_log_scale: bound on |s|: ``s = max_log_scale * tanh(raw / max_log_scale)``, so one
-        layer scales each entry by at most ``exp(±max_log_scale)``.
+      max_log_scale: bound on ``|s|``: ``s = max_log_scale * tanh(raw / max_log_scale)``, so
+        one layer scales each entry by at most ``exp(±max_log_scale)``.
 
     The log-det, shape (B,), is the sum of ``s`` over the changed entries forward and minus that
     sum inverse.
@@ -298,10 +306,11 @@ def image_spline_coupling(
 ) -> Bijector:
     """A neural-spline coupling on NHWC (B, H, W, C): each changed entry goes through a monotone
     rational-quadratic spline on ``[-bound, bound]`` (identity outside), the
-    :func:`image_coupling` of ``rational_quadratic_spline(num_bins, bound)``.
+    :func:`image_coupling_layer` of ``rational_quadratic_spline(num_bins, bound)``.
 
-    The ConvResNet outputs ``(3·num_bins - 1)·C`` channels. Other arguments as
-    :func:`image_affine_coupling`.
+    The ConvResNet outputs ``(3·num_bins - 1)·C`` channels. ``forward`` (base -> data)
+    evaluates the spline, ``inverse`` (data -> base) solves it per entry in closed form;
+    log-dets (B,). Other arguments as :func:`image_affine_coupling`.
     """
     layer = "image_spline_coupling"
     transformer = rational_quadratic_spline(num_bins, bound)

@@ -37,8 +37,8 @@ def on_channels(inner: Bijector, num_channels: int) -> Bijector:
     """``inner`` on the first ``num_channels`` channels; the remaining channels pass through.
 
     Shapes: x (B, ..., C) with C > ``num_channels``; ``inner`` sees (B, ..., num_channels).
-    The log-det is ``inner``'s: the identity on the rest contributes 0. A ``context`` is passed
-    to ``inner`` unchanged.
+    ``forward`` and ``inverse`` are ``inner``'s on those channels, and so is each log-det (B,):
+    the identity on the rest contributes 0. A ``context`` is passed to ``inner`` unchanged.
     """
     if not isinstance(num_channels, int) or num_channels < 1:
         raise ValueError(

@@ -1,6 +1,8 @@
 """Planar and radial flows (Rezende & Mohamed, 2015) with exact inverses.
 
-Both act on vectors, ``x`` of shape (B, D). Both take ``context`` and ignore it.
+Both act on vectors, ``x`` of shape (B, D), with log-dets (B,). Both take ``context`` and ignore
+it. The maps below are the ``forward`` passes (base -> data); ``inverse`` (data -> base) is the
+solve described after each.
 
 Planar: ``y = x + û tanh(wᵀx + b)``. The raw ``u`` is mapped to ``û`` so that ``wᵀû ≥ -1``, which
 makes the map invertible: ``û = u + (m(wᵀu) - wᵀu) w / ‖w‖²`` with ``m(a) = -1 + softplus(a)``,
@@ -126,7 +128,7 @@ def planar(event_size: int, num_iterations: int = 40) -> Bijector:
     Args:
       event_size: D, the size of the single event axis.
       num_iterations: fixed number of safeguarded Newton steps in ``inverse``. 40 reaches float32
-        resolution even when every step falls back to bisection with |wᵀû| ~ 100.
+        resolution even when every step falls back to bisection with ``|wᵀû| ~ 100``.
 
     Params: ``PlanarParams(w, u, b)``. Init: ``w`` a random unit vector, ``u = log(e - 1) w + ε``
     with ε ~ N(0, 0.01²), ``b = 0``. That makes ``wᵀu ≈ log(e-1)``, so ``m(wᵀu) ≈ 0`` and
@@ -208,9 +210,11 @@ def radial(event_size: int) -> Bijector:
 
     In terms of γ every factor is a ratio of positive sums (no cancellation):
     ``1 + βh = (γ + r)/(α + r)`` and ``1 + βh + βh'r = (r² + 2αr + αγ)/(α + r)²``, so
-    ``log|det| = (D-1) log((γ+r)/(α+r)) + log(r² + 2αr + αγ) - 2 log(α + r)``.
-    Inverse: ``s = ‖y - z0‖ = r (γ + r)/(α + r)``, i.e. ``r² + (γ - s) r - αs = 0``, whose positive
-    root is taken in the form that avoids cancellation for either sign of ``γ - s``.
+    ``forward`` (base x -> data y) returns
+    ``log|det dy/dx| = (D-1) log((γ+r)/(α+r)) + log(r² + 2αr + αγ) - 2 log(α + r)``.
+    ``inverse`` (data -> base, the negated log-det): ``s = ‖y - z0‖ = r (γ + r)/(α + r)``, i.e.
+    ``r² + (γ - s) r - αs = 0``, whose positive root is taken in the form that avoids
+    cancellation for either sign of ``γ - s``.
     """
     _check_event_size(event_size, "radial")
 

@@ -86,8 +86,9 @@ def rational_quadratic_spline(
       min_derivative: in (0, 1), the least knot derivative.
 
     Returns:
-      A :class:`Transformer` whose ``forward(x, theta)`` / ``inverse(y, theta)`` take ``x`` of
-      any shape ``S`` and ``theta`` of shape ``S + (3K - 1,)`` and return the transformed values
+      A :class:`~nflows_jax.bijectors.transformers.Transformer` whose ``forward(x, theta)`` /
+      ``inverse(y, theta)`` take ``x`` of any shape ``S`` and ``theta`` of shape
+      ``S + (3K - 1,)`` and return the transformed values
       and the per-entry log-derivatives, both of shape ``S``, in the promoted dtype of ``x`` and
       ``theta`` (float32 or float64).
     """

@@ -33,8 +33,9 @@ class Transformer(NamedTuple):
 
     Attributes:
       params_per_entry: P, the size of ``theta``'s last axis.
-      forward: ``forward(x, theta) -> (y, log dy/dx)``; ``x`` (*S), ``theta`` (*S, P); both
-        outputs (*S).
+      forward: ``forward(x, theta) -> (y, log dy/dx)``; ``x`` ``(*S)``, ``theta`` ``(*S, P)``;
+        both outputs ``(*S)``. A bijector built on the transformer runs it in its own
+        ``forward`` (base -> data).
       inverse: ``inverse(y, theta) -> (x, log dx/dy)``; the exact inverse of ``forward``.
       name: a short label for error messages and figures.
     """
@@ -56,7 +57,7 @@ def check_theta(transformer: Transformer, x: Array, theta: Array) -> None:
 
 
 def bounded_log_scale(raw: Array, max_log_scale: float) -> Array:
-    """``max_log_scale · tanh(raw / max_log_scale)``: |s| < max_log_scale, s ≈ raw near 0.
+    """``max_log_scale · tanh(raw / max_log_scale)``: ``|s| < max_log_scale``, s ≈ raw near 0.
 
     The log-scale of every affine layer in the library, so one layer scales an entry by at most
     ``exp(±max_log_scale)``.
@@ -67,7 +68,8 @@ def bounded_log_scale(raw: Array, max_log_scale: float) -> Array:
 def affine_transformer(max_log_scale: float = 5.0) -> Transformer:
     """``y = x · exp(s) + t`` with ``theta = (t, raw_s)`` and ``s = bounded_log_scale(raw_s)``.
 
-    P = 2. ``log dy/dx = s``; the inverse is ``(y - t) · exp(-s)`` with log-derivative ``-s``.
+    P = 2. ``forward`` is that map with ``log dy/dx = s``; ``inverse`` is ``(y - t) · exp(-s)``
+    with log-derivative ``-s``.
     """
     if not max_log_scale > 0:
         raise ValueError(

@@ -1,4 +1,9 @@
-"""Autoregressive models: MADE distributions (and, later, PixelCNN and WaveNet)."""
+"""Autoregressive models: MADE distributions, PixelCNN, WaveNet and Parallel WaveNet.
+
+The MADE models are re-exported here; the others live in their submodules. Data carry one
+leading batch axis: vectors (B, D), images (B, H, W, G) of integer levels, sequences (B, T), and
+every ``log_prob`` returns (B,) in nats.
+"""
 
 from nflows_jax.models.made import (
     BernoulliMADE,

@@ -35,7 +35,7 @@ class Likelihood(NamedTuple):
     """K outputs per entry -> a distribution over ``num_levels`` integer values (or the reals).
 
     Attributes:
-      params_per_entry: K.
+      params_per_entry: K, the network outputs read per entry.
       num_levels: L, the values are 0..L-1; None for real-valued data.
       log_prob: ``(outputs (*S, K), x (*S)) -> (*S)`` in nats.
       sample: ``(key, outputs (*S, K)) -> (*S)``, int32 for discrete data.
@@ -151,7 +151,10 @@ def discretized_logistic_mixture(
 
 
 def gaussian_mean_and_log_std(outputs: Array, min_log_std: float = -7.0) -> tuple[Array, Array]:
-    """(mean, log-std) from K = 2 outputs, the log-std clamped below at ``min_log_std``."""
+    """(mean, log-std) from K = 2 outputs, the log-std clamped below at ``min_log_std``.
+
+    ``outputs (*S, 2) -> ((*S), (*S))``.
+    """
     return outputs[..., 0], jnp.maximum(outputs[..., 1], min_log_std)
 
 

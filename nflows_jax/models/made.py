@@ -70,7 +70,7 @@ def bernoulli_made(
     """A MADE over binary vectors of length ``input_size``.
 
     Args:
-      input_size: D.
+      input_size: D, the number of input coordinates.
       hidden, residual, direct, activation: the MADE's architecture (see ``nflows_jax.nets.MADE``).
       order, hidden_degrees: the connectivity options of :func:`~nflows_jax.nets.made.made_degrees`;
         ``seed`` fixes the default connectivity when either is random.

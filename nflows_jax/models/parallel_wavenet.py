@@ -9,8 +9,8 @@ they depend on steps < t only)::
 Every flow is one parallel pass over the whole sequence, so sampling costs K passes however long
 T is (the teacher's generation is sequential in T). Given z_<t (equivalently x_<t), x_t is affine
 in z_t, so the student's conditional is Gaussian, ``x_t ~ N(mean_t, exp(log_std_t)²)`` with
-``log_std_t = sum_k s_k`` and ``mean_t = x_t - z_t · exp(log_std_t)``; :meth:`conditionals` gives
-them from the same pass that draws x.
+``log_std_t = sum_k s_k`` and ``mean_t = x_t - z_t · exp(log_std_t)``; the ``conditionals``
+function of :class:`ParallelWaveNet` gives them from the same pass that draws x.
 
 With a Gaussian teacher (``wavenet(gaussian(), ...)``) the reverse KL splits into per-step
 Gaussian KLs evaluated at the student's own samples (Parallel WaveNet's cross-entropy minus
@@ -70,7 +70,8 @@ def parallel_wavenet(
     """``num_flows`` affine IAF flows over time, each conditioned by its own WaveNet stack.
 
     Each stack's last layer starts at zero, so every flow starts as the identity (x = z).
-    ``max_log_scale`` bounds each flow's |log-scale| (``bounded_log_scale``).
+    ``max_log_scale`` bounds each flow's ``|log-scale|``
+    (:func:`~nflows_jax.bijectors.transformers.bounded_log_scale`).
     """
     if isinstance(num_flows, bool) or not isinstance(num_flows, int) or num_flows < 1:
         raise ValueError(f"parallel_wavenet: num_flows must be an int >= 1; got {show(num_flows)}")
@@ -108,8 +109,11 @@ def parallel_wavenet(
 def power_spectrum_loss(x: Array, reference: Array, frame: int = 256) -> Array:
     """Squared distance of the average power spectra of ``x`` and ``reference`` (B, T) clips.
 
-    Both are cut into non-overlapping frames of ``frame`` steps; the power is |rfft|² averaged
-    over frames and batch. Parallel WaveNet adds this to keep the student from whispering.
+    Both are cut into non-overlapping frames of ``frame`` steps; the power is ``|rfft|²``
+    averaged over frames and batch, one ``(frame // 2 + 1,)`` spectrum per argument; the result
+    is the mean squared difference of the two, a scalar. ``x`` and ``reference`` may have
+    different B and T (a trailing partial frame is dropped). Parallel WaveNet adds this to keep
+    the student from whispering.
     """
 
     def average_power(clips):

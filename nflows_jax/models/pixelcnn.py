@@ -41,10 +41,11 @@ class PixelCNNNet(nn.Module):
     Attributes:
       features: hidden channels (a multiple of ``groups``).
       num_layers: residual 3×3 mask-B layers after the first mask-A layer.
-      outputs_per_entry: K.
+      outputs_per_entry: K, the network outputs per entry (the likelihood's ``params_per_entry``).
       groups: channel groups (image channels: 3 for RGB, 1 for grey / binary).
       first_kernel: the mask-A kernel size (odd).
       num_classes: > 0 adds a learned per-class bias to every hidden layer (context one-hot).
+      param_dtype: dtype of the params at ``init``.
 
     ``__call__`` is the parallel pass. :meth:`at_pixel` evaluates the outputs of one pixel from
     the window of inputs that can reach it (what cached sampling uses).
@@ -59,6 +60,7 @@ class PixelCNNNet(nn.Module):
     param_dtype: Any = jnp.float32
 
     def setup(self):
+        """Build the masked convolutions and class biases (flax calls this once, lazily)."""
         conv = _masked_conv_factory(self.groups, self.param_dtype)
         self.first = conv(self.features, self.first_kernel, "A")
         self.hidden = [conv(self.features, 3, "B") for _ in range(self.num_layers)]
@@ -164,9 +166,10 @@ class GatedPixelCNNNet(nn.Module):
     Attributes:
       features: channels of both stacks.
       num_layers: gated layers (the first included).
-      outputs_per_entry: K.
+      outputs_per_entry: K, the network outputs per entry (the likelihood's ``params_per_entry``).
       kernel: odd kernel width k.
       num_classes: > 0 adds a class-conditional bias inside every gate.
+      param_dtype: dtype of the params at ``init``.
     """
 
     features: int = 64
@@ -177,6 +180,7 @@ class GatedPixelCNNNet(nn.Module):
     param_dtype: Any = jnp.float32
 
     def setup(self):
+        """Build both stacks' layers (flax calls this once, lazily); checks ``kernel``."""
         if self.kernel % 2 == 0 or self.kernel < 3:
             raise ValueError(f"GatedPixelCNNNet needs an odd kernel >= 3; got {show(self.kernel)}")
         half, f, dtype = self.kernel // 2, self.features, self.param_dtype
@@ -327,7 +331,7 @@ class ImageAutoregressive(NamedTuple):
 
 
 def scale_levels(x: Array, num_levels: int) -> Array:
-    """Integer levels 0..L-1 -> floats in [-1, 1], the networks' input."""
+    """Integer levels 0..L-1 -> float32 in [-1, 1], the networks' input; elementwise, any shape."""
     return 2.0 * x.astype(jnp.float32) / (num_levels - 1) - 1.0
 
 

@@ -15,12 +15,11 @@ The model factorises a sequence of integer levels x (B, T) as ``prod_t p(x_t | x
 Dilations 1, 2, ..., 2^k repeated ``num_stacks`` times give a receptive field of
 ``1 + num_stacks · (2^(k+1) - 1)`` steps.
 
-Generation. :func:`WaveNet.sample_naive` runs the whole network over the sequence once per step
-(O(T²·layers)); :func:`WaveNet.sample_fast` keeps, for each layer, a queue of its last d_ℓ inputs
-(Paine et al. 2016, "Fast WaveNet"), so a step costs one width-2 convolution per layer
-(O(T·layers)).
-Both draw step t with the key ``fold_in(key, t)`` and compute each layer with the same matmuls, so
-for the same key they give the same samples.
+Generation. The ``sample_naive`` function of a :class:`WaveNet` runs the whole network over the
+sequence once per step (O(T²·layers)); its ``sample_fast`` keeps, for each layer, a queue of its
+last d_ℓ inputs (Paine et al. 2016, "Fast WaveNet"), so a step costs one width-2 convolution per
+layer (O(T·layers)). Both draw step t with the key ``fold_in(key, t)`` and compute each layer
+with the same matmuls, so for the same key they give the same samples.
 
 Params are a plain dict (no flax module), so the fast loop reads the same arrays as the
 parallel pass.

@@ -17,6 +17,8 @@ other degrees are another autoregressive model of the same data. That is what
 connectivity-agnostic (order-agnostic) training samples every step and what a mask ensemble
 averages at test time. :func:`made_degrees` draws them (from numpy for fixed orders, from a JAX
 key inside ``jit`` for resampled ones).
+
+Shapes: ``x (B, D) -> (B, D, K)`` with K = ``outputs_per_dim``, an optional context (B, C).
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ def made_degrees(
     """Degrees for a MADE with ``input_size`` inputs and hidden widths ``hidden``.
 
     Args:
-      input_size: D.
+      input_size: D, the number of input coordinates.
       hidden: widths of the hidden layers.
       order: ``"natural"`` (x_1 first), ``"reversed"``, ``"random"`` (a permutation drawn from
         ``key``), or an explicit sequence listing the coordinates from first to last.
@@ -158,7 +160,7 @@ class MADE(nn.Module):
     """``x (B, D) -> (B, D, outputs_per_dim)`` with output block i a function of x_{<i} only.
 
     Attributes:
-      input_size: D.
+      input_size: D, the number of input coordinates.
       hidden: hidden widths, e.g. ``(512, 512)``; with ``residual=True`` all equal.
       outputs_per_dim: K numbers per coordinate (a transformer's params, or one logit).
       context_size: C of an optional context (B, C), fed unmasked into the first hidden layer

@@ -1,4 +1,4 @@
-"""A plain multilayer perceptron, the conditioner of coupling layers."""
+"""A plain multilayer perceptron, the conditioner of coupling layers: (B, F_in) -> (B, F_out)."""
 
 from __future__ import annotations
 

@@ -2,6 +2,9 @@
 
 Every MCMC method is a ``Kernel(init, step)`` of pure single-chain functions (see ``base``);
 ``sample_chains`` vmaps one over chains and scans it over steps.
+
+Shapes: a kernel sees ONE chain's position, (D,) or a pytree; runs and warm-ups take and return
+chain-major arrays, positions (C, D) and traces (C, K, D); the diagnostics read (C, T, ...).
 """
 
 from nflows_jax.sampling.adaptation import (

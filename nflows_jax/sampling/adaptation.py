@@ -817,7 +817,8 @@ class CheesAdaptationState(NamedTuple):
       log_trajectory_length_avg: () the weighted average of log T (weights t^{-kappa}, as dual
         averaging averages log ε), whose ``exp`` is the final T.
       dual_averaging: :class:`DualAveragingState` of the step size.
-      adam_m, adam_v: () Adam's first and second moment estimates of the ChEES gradient.
+      adam_m: () Adam's first moment estimate of the ChEES gradient.
+      adam_v: () Adam's second moment estimate of the ChEES gradient.
       count: () number of updates.
       inverse_mass_matrix: (D,) the diagonal M⁻¹ the next step uses.
       welford: :class:`WelfordState` over all chains in the mass-matrix window.
@@ -938,7 +939,8 @@ def chees_adaptation(
       the harmonic mean, as in the paper; target 0.651, the optimum for HMC in high dimension of
       Beskos et al. 2013);
     * log T by Adam ascent (``learning_rate``, ``adam_b1``, ``adam_b2``; each update clipped to
-      ±0.35) on the ChEES gradient (:func:`chees_gradient`), T kept in [ε, max_leapfrog_steps ε];
+      ±0.35) on the ChEES gradient (``chees_gradient`` in this module, not exported), T kept in
+      [ε, max_leapfrog_steps ε];
     * the diagonal M⁻¹ (``adapt_mass_matrix``): the first step uses ``inverse_mass_matrix``, every
       later one the cross-chain variance of the chains' current positions (C draws, Stan's
       regularisation), so the metric follows the ensemble as it converges (start the chains

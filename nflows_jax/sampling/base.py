@@ -40,8 +40,8 @@ class Kernel(NamedTuple):
       init: ``init(position) -> state``.
       step: ``step(key, state) -> (state, info)``; pure and jit/vmap-compatible.
       transition: optional, discrete spaces only: ``transition(position, candidates) -> probs``
-        where ``candidates`` is (S, *event) and ``probs`` (S,) are the probabilities of moving from
-        ``position`` to each candidate in one step (the row of the transition matrix).
+        where ``candidates`` is ``(S, *event)`` and ``probs`` (S,) are the probabilities of moving
+        from ``position`` to each candidate in one step (the row of the transition matrix).
     """
 
     init: Callable[[Position], Any]

@@ -10,7 +10,8 @@ Each sub-kernel leaves the target invariant, so their composition does too (the 
 matrix of a cycle is the product of its sub-kernels' matrices, and π T_k = π for each k gives
 π T_1 ⋯ T_n = π). Mixing a global move (independence MH with a flow proposal) with a local one
 (random walk, HMC) is the classic use: the global move jumps between modes, the local move
-explores where the proposal is poor.
+explores where the proposal is poor. Positions are one chain's, of whatever shape the
+sub-kernels share.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """MCMC convergence diagnostics: autocorrelation, effective sample size, split and nested R-hat.
 
 Every function takes **chain-major** draws, as :func:`nflows_jax.sampling.run.sample_chains`
-returns them: ``samples`` of shape (C, T) for a scalar or (C, T, *event) for arrays, C chains of T
-draws. Results have the event shape (a scalar for (C, T)). The numerical work of each function is
-one jitted program (``variant`` and ``num_superchains`` are static), so a call compiles once per
-shape; shapes are checked at trace time. The functions work inside ``jit`` and ``vmap``; called
-eagerly they also warn about stuck chains (below).
+returns them: ``samples`` of shape (C, T) for a scalar or ``(C, T, *event)`` for arrays, C chains
+of T draws. Results have the event shape (a scalar for (C, T)). The numerical work of each
+function is one jitted program (``variant`` and ``num_superchains`` are static), so a call
+compiles once per shape; shapes are checked at trace time. The functions work inside ``jit``
+and ``vmap``; called eagerly they also warn about stuck chains (below).
 
 Variants, and what they match:
 
@@ -146,7 +146,7 @@ def _flag(value: Array, status: _Status, stuck_value: float) -> Array:
 
 @jax.jit
 def stuck_chains(samples: Array) -> Array:
-    """Which chains never move: (C, T) or (C, T, *event) -> bool (C,) or (C, *event).
+    """Which chains never move: (C, T) or ``(C, T, *event)`` -> bool (C,) or ``(C, *event)``.
 
     ``out[c, *i]`` is True when every draw of chain c for parameter ``i`` is the same value.
     :func:`split_rhat` is ``inf`` and :func:`effective_sample_size` is ``0`` for a parameter
@@ -216,7 +216,7 @@ def _autocovariance(x: Array) -> Array:
 
 @jax.jit
 def autocorrelation(samples: Array) -> Array:
-    """Autocorrelation of each chain at lags 0..T-1: (C, T, *event) -> (C, T, *event).
+    """Autocorrelation of each chain at lags 0..T-1: ``(C, T, *event)`` -> ``(C, T, *event)``.
 
     The standard biased estimator (autocovariance divided by N at every lag, then by the lag-0
     value), which Geyer (1992) recommends because it keeps the sequence positive definite. Lag 0
@@ -461,13 +461,13 @@ def effective_sample_size(samples: Array, *, variant: EssVariant = "bulk") -> Ar
     """Multi-chain effective sample size of chain-major draws.
 
     Args:
-      samples: (C, T) or (C, T, *event), C chains of T draws. ``"bulk"`` and ``"mean"`` need
+      samples: (C, T) or ``(C, T, *event)``, C chains of T draws. ``"bulk"`` and ``"mean"`` need
         T >= 4 (they split chains), ``"tfp"`` T >= 2.
       variant: ``"bulk"`` (default, Vehtari et al. 2021 bulk-ESS), ``"mean"`` (split chains, raw
         values) or ``"tfp"`` (TFP's estimator); see the module docstring for the exact formulas.
 
     Returns:
-      ESS with the event shape (a scalar for (C, T)), counted in draws over all chains: for iid
+      ESS with the event shape (a scalar for (C, T)), counted in draws over all chains; for iid
       draws it is close to C * T. ``0`` for a parameter where some chain never moves (a
       :class:`StuckChainWarning` names the chains when called eagerly), NaN for a constant
       parameter or NaN draws.
@@ -523,7 +523,7 @@ def split_rhat(samples: Array, *, variant: RhatVariant = "rank") -> Array:
     """Split R-hat of chain-major draws; values near 1 mean the chains agree.
 
     Args:
-      samples: (C, T) or (C, T, *event) with T >= 4 (each chain is split in two halves).
+      samples: (C, T) or ``(C, T, *event)`` with T >= 4 (each chain is split in two halves).
       variant: ``"rank"`` (default): Vehtari et al. (2021), max of rank-normalised bulk and
         folded (tail) split R-hat; ``"classic"``: ``sqrt(var+ / W)`` on split chains (BDA3);
         ``"tfp"``: TFP's ``potential_scale_reduction(split_chains=True)``.
@@ -557,7 +557,7 @@ def nested_rhat(samples: Array, num_superchains: int) -> Array:
     or a NaN draw gives NaN.
 
     Args:
-      samples: (C, T) or (C, T, *event); T may be as small as 1 if M >= 2.
+      samples: (C, T) or ``(C, T, *event)``; T may be as small as 1 if M >= 2.
       num_superchains: K >= 2, a divisor of C.
 
     Returns:

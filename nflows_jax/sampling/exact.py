@@ -244,7 +244,7 @@ def bisection_inverse_cdf_sample(
     ``[lower, upper]``: each iteration halves the bracket, so after ``num_iters`` iterations
     the returned midpoint is within ``(upper - lower) / 2**(num_iters + 1)`` of it, below the
     documented bound ``(upper - lower) / 2**num_iters``. Float resolution sets the floor: once
-    the bracket is a few ulps of x wide (in float32 about 24 + log2((upper - lower) / |x|)
+    the bracket is a few ulps of x wide (in float32 about ``24 + log2((upper - lower) / |x|)``
     halvings) more iterations change nothing. The loop count is static, so it jits and vmaps.
 
     Args:

@@ -3,7 +3,9 @@ single-site Gibbs.
 
 Each kernel follows ``nflows_jax.sampling.base.Kernel``. A Gibbs update draws from an exact
 conditional, so it is a Metropolis–Hastings move whose acceptance probability is 1: every info
-reports ``acceptance_prob = 1`` and ``accepted = True``.
+reports ``acceptance_prob = 1`` and ``accepted = True``. Positions are one chain's: spins
+(H, W) for :func:`ising_gibbs`, visible units (V,) for :func:`rbm_gibbs`, (D,) for
+:func:`gaussian_gibbs`, (N,) integer values for :func:`discrete_gibbs`.
 
 Conditionally independent blocks are updated at once: on a torus with even sides the
 checkerboard colouring splits the Ising lattice into two blocks whose sites have no neighbours
@@ -257,7 +259,7 @@ def discrete_gibbs(
     Args:
       conditional_logits_fn: ``(position (N,), i) -> logits (K,)``: unnormalised
         log p(x_i = k | x_−i). It must not depend on ``position[i]``.
-      num_variables: N.
+      num_variables: N, the length of a position.
       scan: ``"systematic"``: one step sweeps i = 0, ..., N−1 in order; ``"random"``: one step
         resamples one site chosen uniformly at random.
 

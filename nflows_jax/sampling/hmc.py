@@ -80,7 +80,9 @@ class JitteredHMCState(NamedTuple):
     """State of one ``jittered_hmc`` chain: an HMC state plus the step counter.
 
     Attributes:
-      position, logdensity, logdensity_grad: as in :class:`HMCState`.
+      position: as in :class:`HMCState`.
+      logdensity: as in :class:`HMCState`.
+      logdensity_grad: as in :class:`HMCState`.
       step: () int32, how many steps the chain has taken; with ``jitter="halton"`` the trajectory
         length of the next step is a function of it (the same for all chains started together).
     """
@@ -436,6 +438,8 @@ def hmc(
 
 def van_der_corput(index: Array) -> Array:
     """The base-2 van der Corput (1-D Halton) sequence at ``index``: float32 in [0, 1).
+
+    Elementwise over an integer ``index`` of any shape.
 
     The bits of the index mirrored about the binary point (0, ½, ¼, ¾, ⅛, ...): the first 2^k
     values are evenly spread over [0, 1), so any run of consecutive steps sees trajectory lengths

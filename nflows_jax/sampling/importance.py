@@ -1,10 +1,14 @@
 """Importance sampling: draws from a proposal q, log-weights log p̃(x) - log q(x), and estimators.
 
+::
+
     draws = importance_sample(key, proposal, log_target, 10_000)
     log_z = log_evidence(draws.log_weights)                     # log of mean weight
     mean = self_normalised_expectation(draws.log_weights, draws.samples)
     ess = effective_sample_size(draws.log_weights)              # (Σw)² / Σw², in [1, n]
 
+Log-weights are (n,), one per draw; :func:`log_evidence`, :func:`log_evidence_standard_error`
+and :func:`effective_sample_size` reduce them to scalars, (n,) -> ().
 ``log_target`` may be unnormalised: p̃ = Z p. All estimators work on log-weights with
 ``logsumexp``, so weights of any magnitude (log-weights of ±1000 are routine in high dimension)
 neither overflow nor underflow.
@@ -38,7 +42,7 @@ class ImportanceSamples(NamedTuple):
     """Draws from the proposal and their importance log-weights.
 
     Attributes:
-      samples: (n, *event) draws from the proposal (or a pytree of such arrays).
+      samples: ``(n, *event)`` draws from the proposal (or a pytree of such arrays).
       log_weights: (n,) ``log_target(x) - log q(x)``.
     """
 
@@ -85,7 +89,7 @@ def importance_sample(
     Args:
       key: PRNG key.
       proposal: see the module docstring for the accepted forms.
-      log_target: batched, possibly unnormalised log-density: (n, *event) -> (n,).
+      log_target: batched, possibly unnormalised log-density: ``(n, *event)`` -> (n,).
       num_samples: a static int n >= 1.
 
     Returns:
@@ -117,10 +121,10 @@ def self_normalised_expectation(log_weights: Array, values: Array) -> Array:
 
     Args:
       log_weights: (n,).
-      values: (n, *shape) values f(x_i).
+      values: ``(n, *shape)`` values f(x_i).
 
     Returns:
-      (*shape) estimate. Biased for finite n (O(1/n)), unlike ``log_evidence``'s weight mean.
+      ``(*shape)`` estimate. Biased for finite n (O(1/n)), unlike ``log_evidence``'s weight mean.
     """
     log_weights = _check_log_weights(log_weights)
     values = jnp.asarray(values)

@@ -148,7 +148,10 @@ def probability_flows(transition: Array, pi: Array) -> Array:
 
 
 def detailed_balance_violation(transition: Array, pi: Array) -> Array:
-    """max_ij |π_i T_ij - π_j T_ji|; zero iff the chain is reversible with respect to π."""
+    """``max_ij |π_i T_ij - π_j T_ji|``; zero iff the chain is reversible with respect to π.
+
+    ``transition`` (S, S) (rows sum to 1) and ``pi`` (S,) -> a scalar.
+    """
     flows = probability_flows(transition, pi)
     return jnp.max(jnp.abs(flows - flows.T))
 
@@ -180,7 +183,7 @@ def ergodicity_constant(transition: Array, pi: Array) -> Array:
 
 
 def total_variation(p: Array, q: Array) -> Array:
-    """‖p - q‖_TV = ½ Σ |p - q| over the last axis."""
+    """``‖p - q‖_TV = ½ Σ |p - q|`` over the last axis: (..., S), (..., S) -> (...)."""
     return 0.5 * jnp.sum(jnp.abs(jnp.asarray(p) - jnp.asarray(q)), axis=-1)
 
 
@@ -203,7 +206,7 @@ def transition_matrix(kernel: Kernel, states: Any) -> Array:
 
     Args:
       kernel: a ``Kernel`` with a ``transition`` field.
-      states: (S, *event) array (or pytree of arrays with leading axis S).
+      states: ``(S, *event)`` array (or pytree of arrays with leading axis S).
 
     Raises:
       ValueError: if the kernel has no ``transition`` or it returns the wrong shape.

@@ -7,6 +7,8 @@ current log-density cached in the state so that a step costs one log-density eva
     state = kernel.init(jnp.zeros(2))
     state, info = kernel.step(key, state)        # info.acceptance_prob, info.accepted
 
+A position is one chain's: an array of any shape or a pytree (floating for ``rwmh``).
+
 The Hastings correction is never optional. ``mh`` and ``independence_mh`` take the proposal's
 log-density as a required argument and always use it; only ``rwmh``, whose proposal is symmetric
 by construction, leaves the q terms out (they cancel exactly). For comparison, blackjax's
@@ -156,7 +158,7 @@ def mh(
 
     Returns:
       ``Kernel(init, step, transition)``. ``transition(position, candidates)`` with candidates
-      (S, *event) gives the exact probabilities (S,) of moving from ``position`` to each
+      ``(S, *event)`` gives the exact probabilities (S,) of moving from ``position`` to each
       candidate; candidates must include ``position`` and every point the chain can move to
       (proposals outside them must have π = 0, so they are rejected).
 

@@ -1,7 +1,7 @@
 """Stochastic-gradient MCMC: SGLD and SGHMC driven by minibatch gradient estimates.
 
 For a posterior ``p(θ | x₁..x_N) ∝ p(θ) Πᵢ p(xᵢ | θ)`` the gradient of the log-posterior is
-estimated from a minibatch ``B`` of ``n`` points as
+estimated from a minibatch ``B`` of ``n`` points as::
 
     ĝ(θ) = ∇log p(θ) + (N/n) Σ_{i∈B} ∇log p(xᵢ | θ),
 
@@ -12,6 +12,8 @@ Neither kernel has an accept/reject step: the stationary distribution is the pos
 the limit of a vanishing step size, with an O(ε) bias from the discretisation and an extra
 variance from the gradient noise (the tests derive both in closed form for a Gaussian posterior).
 Infos report ``acceptance_prob = 1`` and ``accepted = True`` for the kernel contract.
+Positions θ are one chain's, (D,) or a pytree (raveled inside the kernels); the data keep their
+leading axis N.
 """
 
 from __future__ import annotations

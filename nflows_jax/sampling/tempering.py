@@ -2,7 +2,7 @@
 
 Replica ``k`` targets ``π_k(x) ∝ exp(β_k ℓ(x))`` with ``1 = β_0 > β_1 > ... > β_{R-1} > 0``. Each
 step moves every replica with a local kernel at its own temperature, then proposes to exchange the
-states of adjacent replicas ``(k, k+1)``, accepted with probability
+states of adjacent replicas ``(k, k+1)``, accepted with probability::
 
     min(1, exp((β_k - β_{k+1}) (ℓ(x_{k+1}) - ℓ(x_k)))),
 
@@ -14,6 +14,8 @@ that trap it and hand their states down.
 
 The local kernel is built *inside* the vmap over temperatures, from a tempered log-density in
 which β is a traced array, so there is one compiled kernel for all replicas rather than R.
+A chain's state holds all R replicas (positions (R, D)); ``state.position`` is the β = 1
+replica's (D,), so ``sample_chains`` traces the target's samples as for any kernel.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 ``lattice``: the 2-D Ising model (with Onsager's exact values) and binary RBMs.
 ``posteriors``: Bayesian logistic regression on the breast-cancer data, eight schools (centred
 and non-centred), and ``reference_moments`` from long HMC runs.
+
+Continuous log-densities take one point (d,) or a batch (..., d) and return (...); Ising spins
+are (..., H, W) and RBM units (..., V).
 """
 
 from nflows_jax.targets.energies import (

@@ -10,7 +10,7 @@ neighbours are the same site, so that pair is joined by two bonds; every formula
 density, local field, Gibbs conditionals) uses the same convention, so they agree on any H, W ≥ 2.
 
 Onsager's exact solution (J = 1, h = 0, k_B = 1, infinite lattice) gives the energy per site
-u(β) and the spontaneous magnetisation |m|(β), with the transition at β_c = ½ log(1 + √2).
+u(β) and the spontaneous magnetisation ``|m|(β)``, with the transition at β_c = ½ log(1 + √2).
 These are reference values for experiments; a finite lattice approaches them as it grows.
 
 RBM with binary units v ∈ {0,1}^V, h ∈ {0,1}^H::
@@ -128,7 +128,7 @@ def ising_energy_per_site(
 
 
 def magnetisation_per_site(spins: Array) -> Array:
-    """m(s) = Σ_i s_i / N (signed; take |m| for the order parameter): (..., H, W) -> (...)."""
+    """m(s) = Σ_i s_i / N (signed; take ``|m|`` for the order parameter): (..., H, W) -> (...)."""
     _check_lattice(spins)
     return jnp.mean(jnp.asarray(spins, jnp.result_type(float)), axis=(-2, -1))
 
@@ -171,10 +171,11 @@ def onsager_energy_per_site(beta: float | np.ndarray) -> np.ndarray:
 
 
 def onsager_magnetisation(beta: float | np.ndarray) -> np.ndarray:
-    """Onsager–Yang spontaneous magnetisation |m|(β) = (1 − sinh⁻⁴(2β))^{1/8} for β > β_c, else 0.
+    """Onsager–Yang magnetisation ``|m|(β) = (1 − sinh⁻⁴(2β))^{1/8}`` for β > β_c, else 0.
 
-    (J = 1, h = 0, infinite lattice.) The base is clamped at 0 before the power, which is what
-    makes |m| = 0 at and above the critical temperature. Float64 numpy.
+    The spontaneous magnetisation (J = 1, h = 0, infinite lattice). The base is clamped at 0
+    before the power, which is what makes ``|m| = 0`` at and above the critical temperature.
+    Float64 numpy, ``beta``'s shape.
     """
     beta = np.asarray(beta, np.float64)
     if np.any(beta <= 0):
@@ -196,7 +197,10 @@ class RBM(NamedTuple):
 
 
 def rbm_init(key: PRNGKey, num_visible: int, num_hidden: int, scale: float = 0.01) -> RBM:
-    """Weights ~ N(0, scale²), biases 0 (the usual starting point for contrastive divergence)."""
+    """Weights ~ N(0, scale²), biases 0 (the usual starting point for contrastive divergence).
+
+    An :class:`RBM` with ``weights`` (V, H), biases (V,) and (H,), in JAX's default float.
+    """
     if num_visible < 1 or num_hidden < 1:
         raise ValueError(f"need num_visible, num_hidden >= 1, got {num_visible}, {num_hidden}")
     weights = scale * jax.random.normal(key, (num_visible, num_hidden))

@@ -63,7 +63,7 @@ def half_cauchy_log_scale_logpdf(log_tau: Array, scale: float) -> Array:
 
     p(tau) = 2 / (π s (1 + (tau/s)²)) on tau > 0, and dtau/du = tau, so with v = u - log s,
     log p(u) = log(2/π) + v - log(1 + e^{2v}) = log(2/π) + v - softplus(2v): no overflow for
-    any u (e^{2v} is never formed) and exact in both tails.
+    any u (e^{2v} is never formed) and exact in both tails. Elementwise, ``log_tau``'s shape.
     """
     v = log_tau - math.log(scale)
     return math.log(2.0 / math.pi) + v - jax.nn.softplus(2.0 * v)
@@ -132,7 +132,7 @@ def logistic_regression_posterior(
 
     Model: beta_d ~ N(0, prior_scale²) iid for d = 1..D, y_n | beta ~ Bernoulli(sigmoid(x_n ·
     beta)). Log-likelihood ``Σ_n [y_n η_n - softplus(η_n)]`` with η = X beta, computed as
-    ``-Σ_n softplus(-(2 y_n - 1) η_n)``, which is exact for |η| large where log(sigmoid) would
+    ``-Σ_n softplus(-(2 y_n - 1) η_n)``, which is exact for ``|η|`` large where log(sigmoid) would
     round to 0 or -inf.
 
     Args:
@@ -202,7 +202,7 @@ class EightSchools(NamedTuple):
         Σ_j log N(theta_tilde_j; 0, 1) (non-centred).
       constrain: (..., 10) -> (..., 10): unconstrained draws to (mu, tau, theta_1..8), the same
         quantities in both parametrisations (layout ``EIGHT_SCHOOLS_CONSTRAINED_NAMES``).
-      dim: 10.
+      dim: 10, the length of the unconstrained vector.
       names: the unconstrained coordinates: ``mu``, ``log_tau``, then ``theta[j]`` (centred) or
         ``theta_tilde[j]`` (non-centred).
       blocks: name -> index or slice of the unconstrained vector, e.g. for ``to_arviz``'s
@@ -312,13 +312,17 @@ class ReferenceMoments(NamedTuple):
     """Monte-Carlo estimates of E[f] and E[f²] per coordinate of f = transform(x): all (D',).
 
     Attributes:
-      mean, second_moment: pooled averages over all chains and kept draws.
-      mean_mcse, second_moment_mcse: Monte-Carlo standard errors, sd / sqrt(ESS) with the
-        ``"mean"`` ESS of f and of f² (the ESS that governs the error of an average).
-      ess: the ``"mean"`` ESS of f; rhat: rank-normalised split R-hat of f.
-      acceptance_rate: mean acceptance probability; num_divergent: divergent transitions among
-        the kept steps (a non-zero count means the estimates may be biased, e.g. the centred
-        eight schools: use the non-centred form and ``constrain``).
+      mean: E[f], the pooled average over all chains and kept draws.
+      second_moment: E[f²], pooled the same way.
+      mean_mcse: the Monte-Carlo standard error of ``mean``, sd / sqrt(ESS) with the ``"mean"``
+        ESS of f (the ESS that governs the error of an average).
+      second_moment_mcse: the same for ``second_moment``, with the ``"mean"`` ESS of f².
+      ess: the ``"mean"`` ESS of f.
+      rhat: rank-normalised split R-hat of f.
+      acceptance_rate: mean acceptance probability (a scalar).
+      num_divergent: divergent transitions among the kept steps (a scalar; a non-zero count
+        means the estimates may be biased, e.g. the centred eight schools: use the non-centred
+        form and ``constrain``).
     """
 
     mean: Array
