@@ -24,13 +24,21 @@ test keys as in ``benchmarks/flows_2d.py``, so offset 0 reproduces that benchmar
 
     python benchmarks/flows_ablation.py --variants base uniform_hidden softplus ...  # VARIANTS
     python benchmarks/flows_ablation.py --datasets pinwheel --seed-offset 0 --seeds 10 ...
+    python benchmarks/flows_ablation.py --quick    # smoke run: 2 seeds, 20 steps, 2 layers
+
+Writes ``--out`` (default benchmarks/results/flows_ablation.json): one row per (dataset, variant)
+with the per-seed test log-likelihoods, their mean and standard error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import platform
+import sys
 import time
+from pathlib import Path
 from typing import NamedTuple
 
 import flax.linen as nn
@@ -191,14 +199,20 @@ def run_variant(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=["base"])
+    parser.add_argument("--variants", nargs="+", default=["base"], choices=list(VARIANTS))
     parser.add_argument("--datasets", nargs="+", default=["two_moons"])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--seed-offset", type=int, default=1000, help="seeds offset.. offset+n-1")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 20 steps")
+    parser.add_argument("--out", default="benchmarks/results/flows_ablation.json")
     args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.steps, args.layers = 2, 20, 2
+    started = time.perf_counter()
+    rows = []
     for dataset in args.datasets:
         for name in args.variants:
             start = time.perf_counter()
@@ -211,14 +225,44 @@ def main() -> None:
                 args.batch,
                 args.seed_offset,
             )
-            mean = float(lls.mean())
+            per_seed = [float(v) for v in lls]
+            mean = sum(per_seed) / len(per_seed)
             se = float(lls.std(ddof=1) / math.sqrt(len(lls)))
-            per_seed = " ".join(f"{float(v):.3f}" for v in lls)
+            seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "variant": name,
+                    "settings": VARIANTS[name]._asdict(),
+                    "seeds": list(range(args.seed_offset, args.seed_offset + args.seeds)),
+                    "per_seed": per_seed,
+                    "mean": mean,
+                    "se": se,
+                    "seconds": seconds,
+                }
+            )
             print(
-                f"{dataset:>15} {name:>30}: {mean:.4f} ± {se:.4f}  [{per_seed}]  "
-                f"({time.perf_counter() - start:.0f} s)",
+                f"{dataset:>15} {name:>30}: {mean:.4f} ± {se:.4f}  "
+                f"[{' '.join(f'{v:.3f}' for v in per_seed)}]  ({seconds:.0f} s)",
                 flush=True,
             )
+    meta = {
+        "jax": jax.__version__,
+        "device": jax.devices()[0].device_kind,
+        "machine": platform.machine(),
+        "command": " ".join(sys.argv),
+        "quick": args.quick,
+        "seeds": args.seeds,
+        "seed_offset": args.seed_offset,
+        "steps": args.steps,
+        "layers": args.layers,
+        "batch": args.batch,
+        "total_seconds": time.perf_counter() - started,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -623,11 +623,12 @@ def main() -> None:
     args = parser.parse_args()
 
     device = jax.devices()[0]
+    load_at_start = os.getloadavg()
     print(
         f"jax {jax.__version__}, blackjax {blackjax.__version__}, tfp {tfp.__version__}, "
         f"device {device.device_kind} ({device.platform}), {os.cpu_count()} CPUs "
         f"({len(os.sched_getaffinity(0))} usable), "
-        f"load average {os.getloadavg()}",
+        f"load average {load_at_start}",
         flush=True,
     )
     start = time.perf_counter()
@@ -662,7 +663,7 @@ def main() -> None:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
-        "load_average_at_start": os.getloadavg(),
+        "load_average_at_start": load_at_start,
         "command": " ".join(sys.argv),
         "quick": args.quick,
         "repeats": args.repeats,
@@ -676,6 +677,7 @@ def main() -> None:
         print()
         print(report["diagnostics_table"])
         meta["total_seconds"] = time.perf_counter() - start
+    meta["load_average_at_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
