@@ -59,12 +59,19 @@ napoleon_use_ivar = True
 autodoc_inherit_docstrings = False
 
 nitpicky = True
-_EXTERNAL = r"(jax|jaxlib|jnp|np|numpy|distrax|flax|nn|optax|chex|orbax|arviz|tfds|tensorflow_datasets|typing|collections|abc|builtins|pathlib|os|enum|functools)(\..*)?"
+_EXTERNAL_PACKAGES = (
+    "jax jaxlib jnp np numpy distrax flax nn optax chex orbax arviz tfds tensorflow_datasets"
+    " typing collections abc builtins pathlib os enum functools"
+).split()
+# Type aliases of the library (Array, PRNGKey, Params, ...) appear in signatures by name.
+_ALIASES = (
+    "Array ArrayLike PRNGKey Params PyTree Shape DTypeLike Position LogDensity TransformFn InitFn"
+    " Callable Any Sequence Mapping Iterable Iterator NamedTuple Path"
+    " int float str bool tuple list dict None object type callable optional"
+).split()
 nitpick_ignore_regex = [
-    (r"py:.*", _EXTERNAL),
-    # Type aliases of the library (Array, PRNGKey, Params, ...) appear in signatures by name.
-    (r"py:class", r"(Array|ArrayLike|PRNGKey|Params|PyTree|Shape|DTypeLike|Position|LogDensity|TransformFn|InitFn|Callable|Any|Sequence|Mapping|Iterable|Iterator|NamedTuple|Path)"),
-    (r"py:class", r"(int|float|str|bool|tuple|list|dict|None|object|type|callable|optional)"),
+    (r"py:.*", rf"({'|'.join(_EXTERNAL_PACKAGES)})(\..*)?"),
+    (r"py:class", rf"({'|'.join(_ALIASES)})"),
 ]
 
 

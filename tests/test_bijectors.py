@@ -383,7 +383,8 @@ def test_radial_inverse_is_accurate_for_strongly_nonlinear_params(raw_alpha, raw
 def test_inverse_gradients_are_exact():
     """d/dθ f(θ, f⁻¹(θ, y)) = 0 and d/dy f(θ, f⁻¹(θ, y)) = I hold only if f⁻¹'s derivatives are
     right; planar's come from one implicit-function step after a stop-gradient solve. Checked on
-    chain(planar, radial): a wrong derivative in either inverse breaks the identities."""
+    chain(planar, radial): a wrong derivative in either inverse breaks the identities. Planar's
+    inverse is differentiated implicitly (a custom JVP), never through its solver's loop."""
     layer, x = chain(planar(DIM), radial(DIM)), _x(seed=7)
     params = _perturbed_params(layer, x, scale=0.5)
 
@@ -422,6 +423,51 @@ def test_inverse_gradients_are_exact():
     identity = np.broadcast_to(np.eye(DIM), d_y.shape)
     assert_within_rounding(
         "d round trip / dy", d_y, identity, steps, jnp.float64, amplification**2, 1.0
+    )
+
+
+def test_planar_inverse_second_derivatives_are_exact():
+    """d²/dy² f(f⁻¹(y)) = 0 holds only if f⁻¹'s second derivatives are right too: a first-order
+    implicit step (exact gradients, wrong Hessians) leaves an O(1) residual (0.2 on this case
+    before planar's inverse got a custom JVP). Hessians of the round trip per output coordinate,
+    in float64."""
+    layer, x = planar(DIM), _x(seed=11)[:4]
+    params = _perturbed_params(layer, x, scale=0.7)
+
+    def round_trip_row(params, row):
+        return layer.forward(params, layer.inverse(params, row[None])[0])[0][0]
+
+    @jax.jit
+    def hessians(params, y):
+        return jax.vmap(jax.hessian(lambda row: round_trip_row(params, row)))(y)
+
+    # The Hessian program chains f's first and second derivatives with f⁻¹'s: its rounding is
+    # amplified by up to A³ (two Jacobian factors and one more through the second-order term)
+    # and sized by the largest second derivative of forward or inverse.
+    with jax.enable_x64(True):
+        params64 = jax.tree_util.tree_map(lambda p: jnp.asarray(p, jnp.float64), params)
+        x64 = jnp.asarray(x, jnp.float64)
+        y64 = layer.forward(params64, x64)[0]
+        residual = hessians(params64, y64)  # (B, D, D, D): zero for an exact inverse
+        steps = rounding_steps(hessians, params64, y64)
+        amplification = float(np.max(jacobian_amplification(layer.forward, params64, x64)))
+
+        def second_derivatives(transform, rows):
+            return jax.vmap(jax.hessian(lambda r: transform(params64, r[None])[0][0]))(rows)
+
+        size = max(
+            float(np.max(np.abs(second_derivatives(layer.forward, x64)))),
+            float(np.max(np.abs(second_derivatives(layer.inverse, y64)))),
+        )
+    assert size > 0.05  # the case is curved enough for a wrong Hessian to show
+    assert_within_rounding(
+        "d² round trip / dy²",
+        residual,
+        np.zeros(residual.shape),
+        steps,
+        jnp.float64,
+        amplification**3,
+        size,
     )
 
 

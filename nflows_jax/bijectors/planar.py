@@ -17,6 +17,7 @@ solves a quadratic in ``r`` in closed form.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -122,6 +123,34 @@ def _bracketed_newton_step(_, state):
     return a, low, high, target, c, b, one_plus_c
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _planar_root(
+    num_iterations: int, target: Array, c: Array, b: Array, one_plus_c: Array
+) -> Array:
+    """The root ``a`` of ``g(a) = a + c tanh(a + b) - target = 0``, shape (B,).
+
+    Differentiated implicitly (``_planar_root_jvp``), not through the solver's iterations.
+    ``one_plus_c`` is ``1 + c`` computed without cancellation; it only sets the slope's value.
+    """
+    return _solve_planar_scalar(target, c, b, one_plus_c, num_iterations)
+
+
+@_planar_root.defjvp
+def _planar_root_jvp(num_iterations, primals, tangents):
+    # da = -(∂g/∂target dtarget + ∂g/∂c dc + ∂g/∂b db) / ∂g/∂a. The rule is written in terms of
+    # the primal root ``a`` with differentiable ops, so differentiating it again (Hessians)
+    # reuses this rule: exact derivatives of every order. ``one_plus_c`` carries the same
+    # tangent as ``c`` by construction, so its own tangent is not used.
+    target, c, b, one_plus_c = primals
+    d_target, d_c, d_b, _ = tangents
+    a = _planar_root(num_iterations, target, c, b, one_plus_c)
+    tanh_z = jnp.tanh(a + b)
+    floor = jnp.finfo(a.dtype).eps  # only matters where the slope vanishes (degenerate)
+    slope = jnp.maximum(_planar_slope(tanh_z, one_plus_c), floor)
+    d_a = (d_target - tanh_z * d_c - c * (1.0 - tanh_z * tanh_z) * d_b) / slope
+    return a, d_a
+
+
 def planar(event_size: int, num_iterations: int = 40) -> Bijector:
     """Planar flow ``y = x + û tanh(wᵀx + b)`` on (B, event_size), with an exact inverse.
 
@@ -137,9 +166,9 @@ def planar(event_size: int, num_iterations: int = 40) -> Bijector:
 
     ``forward`` log-det: ``log|1 + h'(wᵀx + b) ûᵀw|`` by the matrix determinant lemma, clamped at
     the smallest normal number before the log (it reaches 0 only in the limit wᵀû -> -1).
-    ``inverse`` solves for ``a = wᵀx`` (see ``_solve_planar_scalar``) with the iterations under
-    ``stop_gradient``, then takes one implicit-function step so that gradients are exact
-    (da/dθ = -∂g/∂θ / g'(a)) without differentiating through the loop.
+    ``inverse`` solves for ``a = wᵀx`` (see ``_solve_planar_scalar``); its derivatives come from
+    the implicit-function theorem (``_planar_root``), never from the loop, and are exact to every
+    order (``jax.hessian`` through ``inverse`` included).
     """
     _check_event_size(event_size, "planar")
     if num_iterations < 1:
@@ -169,16 +198,7 @@ def planar(event_size: int, num_iterations: int = 40) -> Bijector:
         terms = planar_terms(params)
         c, one_plus_c, b = terms.w_dot_u_hat, terms.one_plus_w_dot_u_hat, params.b
         target = y @ params.w
-        # The loop sees constants only, so autodiff never traces through its iterations.
-        solver_inputs = jax.lax.stop_gradient((target, c, b, one_plus_c))
-        a_root = _solve_planar_scalar(*solver_inputs, num_iterations)
-        # One differentiable Newton step at the root: its value is exactly zero (removed below)
-        # but its derivative is the implicit-function gradient of a w.r.t. (y, params).
-        tanh_z = jnp.tanh(a_root + b)
-        slope = _planar_slope(tanh_z, one_plus_c)
-        floor = jnp.finfo(y.dtype).eps  # only matters where the slope vanishes (degenerate)
-        correction = -(a_root + c * tanh_z - target) / jnp.maximum(slope, floor)
-        a = a_root + (correction - jax.lax.stop_gradient(correction))
+        a = _planar_root(num_iterations, target, c, b, one_plus_c)
         tanh_z = jnp.tanh(a + b)
         x = y - tanh_z[:, None] * terms.u_hat
         slope = _planar_slope(tanh_z, one_plus_c)
