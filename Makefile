@@ -41,8 +41,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Two pytest workers (pytest-xdist): most of the suite's time is XLA compiling, one core per
+# compile, so two workers use a 2-core CI machine fully. More workers than cores only adds memory
+# (each worker holds its own JAX); set TEST_WORKERS=0 to run in one process.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 # Every benchmark in one command (about two hours on 2 CPU cores): each script writes its JSON to
 # benchmarks/results/, then bench-report rewrites every generated table and figure in BENCHMARKS.md
@@ -58,9 +63,10 @@ bench-report: $(STAMP)
 notebooks: $(STAMP)
 	$(PY) notebooks/execute.py --size full --write notebooks/*.ipynb
 
-# The API reference and the notebooks as one HTML site in docs/_build/html, offline, warnings as errors.
+# The API reference and the notebooks as one HTML site in docs/_build/html, offline, warnings as
+# errors; -E rebuilds every page, so a warning is never hidden by an earlier build.
 docs: $(STAMP)
-	$(VENV)/bin/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -E -W --keep-going -n -q -b html docs docs/_build/html
 	@echo "Open docs/_build/html/index.html"
 
 clean:

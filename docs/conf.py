@@ -1,8 +1,9 @@
 """Sphinx configuration: the API reference (one page per module, from the docstrings) and the
 tutorial notebooks with their saved outputs, built offline by ``make docs`` with warnings as errors.
 
-The per-module pages are written here at every build from the package itself (``docs/api/`` is
-generated and ignored by git), so a new module gets a page without anyone remembering to add one.
+The per-module pages are written here at every build from the package itself, and the notebooks
+copied in from ``notebooks/`` (``docs/api/`` and ``docs/notebooks/`` are generated and ignored by
+git), so a new module or tutorial gets a page without anyone remembering to add one.
 ``nitpicky`` makes every cross-reference in a docstring resolve or fail the build; references into
 jax, numpy, distrax, flax, optax and the standard library cannot resolve offline (no intersphinx
 inventories are downloaded) and are the only ones let through.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+import shutil
 from pathlib import Path
 
 import nflows_jax
@@ -113,6 +115,16 @@ def write_api_pages() -> None:
         (api / f"{name}.rst").write_text(_page(name, is_package, children))
 
 
+def copy_notebooks() -> None:
+    # Copies, not a symlink: links between notebooks resolve against the page's own folder.
+    pages = DOCS / "notebooks"
+    pages.mkdir(exist_ok=True)
+    for stale in pages.glob("*.ipynb"):
+        stale.unlink()
+    for notebook in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        shutil.copyfile(notebook, pages / notebook.name)
+
+
 def _drop_namedtuple_field_aliases(app, what, name, obj, options, lines):
     # NamedTuple fields carry the generated docstring "Alias for field number N", which says
     # nothing; the class docstring documents its fields.
@@ -130,5 +142,6 @@ def _skip_namedtuple_fields(app, what, name, obj, skip, options):
 
 def setup(app):
     write_api_pages()
+    copy_notebooks()
     app.connect("autodoc-process-docstring", _drop_namedtuple_field_aliases)
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
