@@ -22,6 +22,13 @@ student's samples (ClariNet)::
 whose estimator has lower variance than the log-ratio above (the same expectation, with the
 inner expectation over x_i taken exactly). :func:`gaussian_autoregressive_stack` builds such
 stacks with a ``conditionals`` function giving every (mu_i, log sigma_i) in one parallel pass.
+
+The reverse KL is an expectation over the *student's* samples, so it weighs the teacher's density
+where the student puts mass, which at the start is far from the data. An affine MAF teacher with
+ReLU conditioners is extreme there (its shifts and log-scales grow linearly away from the data):
+in ``notebooks/04_autoregressive.ipynb`` the KL estimate at a N(0, I) student was 4198 ± 2969
+nats and Adam diverged at step 74. A teacher with bounded conditioners (``tanh``), or a spline
+teacher (the identity outside its bound), keeps the estimate finite; clipping gradients helps too.
 """
 
 from __future__ import annotations
