@@ -48,6 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from report import print_tables as report_tables  # benchmarks/ is on sys.path as a script
 
 from nflows_jax.sampling.adaptation import adapt, chees_adaptation, window_adaptation
 from nflows_jax.sampling.diagnostics import effective_sample_size, split_rhat
@@ -242,50 +243,6 @@ def run_row(name, target_name, parts, key, positions) -> dict[str, Any]:
     }
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    lines = [
-        "| target | sampler | min ESS | mean ESS | gradients | min ESS / 1k grad | "
-        "min ESS / s | max R-hat | warm-up s | sampling s | compile s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['target']} | {r['sampler']} | {r['min_ess']:.0f} | {r['mean_ess']:.0f} | "
-            f"{r['gradients']:.3g} | {1000 * r['min_ess_per_gradient']:.3f} | "
-            f"{r['min_ess_per_second']:.1f} | {r['max_rhat']:.4f} | {r['warmup_seconds']:.1f} | "
-            f"{r['sampling_seconds']:.1f} | {r['compile_seconds']:.1f} |"
-        )
-    return "\n".join(lines)
-
-
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Mean ± standard error over seeds per (target, sampler)."""
-
-    def cell(values, scale=1.0, fmt=".3f") -> str:
-        values = scale * np.asarray(values, np.float64)
-        if len(values) < 2:
-            return format(values.mean(), fmt)
-        se = values.std(ddof=1) / np.sqrt(len(values))
-        return f"{values.mean():{fmt}} ± {se:{fmt}}"
-
-    lines = [
-        "| target | sampler | seeds | min ESS / 1k grad | min ESS / s | max R-hat (worst seed) |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    keys = sorted(
-        {(r["target"], r["sampler"]) for r in rows}, key=lambda k: (k[0], SAMPLERS.index(k[1]))
-    )
-    for target_name, sampler in keys:
-        cell_rows = [r for r in rows if r["target"] == target_name and r["sampler"] == sampler]
-        lines.append(
-            f"| {target_name} | {sampler} | {len(cell_rows)} | "
-            f"{cell([r['min_ess_per_gradient'] for r in cell_rows], 1000.0)} | "
-            f"{cell([r['min_ess_per_second'] for r in cell_rows], 1.0, '.1f')} | "
-            f"{max(r['max_rhat'] for r in cell_rows):.4f} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 chains, 200 + 200 steps")
@@ -324,8 +281,7 @@ def main() -> None:
 
     def write(rows: list[dict[str, Any]]) -> None:
         """After every row, so an interrupted run keeps what it measured."""
-        payload = {"meta": meta, "rows": rows, "table": markdown_table(rows)}
-        payload["summary"] = summary_table(rows)
+        payload = {"meta": meta, "rows": rows}
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(payload, indent=2))
 
@@ -376,9 +332,8 @@ def main() -> None:
                     flush=True,
                 )
     write(rows)
-    print(markdown_table(rows))
-    print(summary_table(rows))
     print(f"wrote {out}")
+    report_tables(out)
 
 
 if __name__ == "__main__":

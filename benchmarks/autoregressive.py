@@ -61,6 +61,7 @@ import numpy as np
 from flowjax.bijections import RationalQuadraticSpline
 from flowjax.distributions import StandardNormal
 from flowjax.flows import masked_autoregressive_flow
+from report import print_tables as report_tables  # benchmarks/ is on sys.path as a script
 
 from nflows_jax import flows
 from nflows_jax.bijectors import (
@@ -335,47 +336,6 @@ def targets(ratio_rows, dims) -> list[dict]:
     return out
 
 
-def format_seconds(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.3g} ms"
-    return f"{seconds * 1e6:.3g} µs"
-
-
-def markdown_table(rows, dims, libraries) -> str:
-    header = "| d | model | direction | " + " | ".join(
-        f"{lib} time | {lib} /s | {lib} compile" for lib in libraries
-    )
-    both = "flowjax" in libraries and "nflows_jax" in libraries
-    if both:
-        header += " | flowjax/ours (wall) | flowjax/ours (CPU)"
-    lines = [
-        header + " |",
-        "|---|---|---|" + "---:|" * (3 * len(libraries) + 2 * both),
-    ]
-    for dim in dims:
-        for model in MODELS:
-            for direction in DIRECTIONS:
-                cells = [str(dim), model.replace("_", " "), direction]
-                found = [find(rows, lib, model, dim, direction) for lib in libraries]
-                for r in found:
-                    cells += [
-                        format_seconds(r["seconds"]),
-                        f"{r['per_s']:,.0f}",
-                        f"{r['compile_seconds']:.1f} s",
-                    ]
-                if both:
-                    ours, theirs = (
-                        found[libraries.index("nflows_jax")],
-                        found[libraries.index("flowjax")],
-                    )
-                    cells.append(f"{_ratio(theirs['seconds'], ours['seconds']):.2f}")
-                    cells.append(f"{_ratio(theirs['cpu_seconds'], ours['cpu_seconds']):.2f}")
-                lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny d and few repeats")
@@ -418,9 +378,6 @@ def main() -> None:
                 f"  params d={dim:4d} {model:10s} "
                 + ", ".join(f"{k} {v:,}" for k, v in counts.items())
             )
-    table = markdown_table(rows, dims, args.libraries)
-    print()
-    print(table)
     print()
     for r in ratio_rows:
         label = (
@@ -466,12 +423,12 @@ def main() -> None:
         "targets": target_rows,
         "param_counts": param_counts,
         "checks": checks,
-        "table": table,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out} ({meta['total_seconds']:.0f} s)")
+    report_tables(out)
 
 
 if __name__ == "__main__":

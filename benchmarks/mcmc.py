@@ -72,6 +72,7 @@ import jax
 import jax.extend.random
 import jax.numpy as jnp
 import numpy as np
+from report import print_tables as report_tables  # benchmarks/ is on sys.path as a script
 from tensorflow_probability.substrates import jax as tfp
 
 from nflows_jax.sampling import diagnostics
@@ -509,14 +510,6 @@ def time_diagnostics(quick: bool, repeats: int, key: Array) -> list[dict[str, An
     return rows
 
 
-def diagnostics_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| call | draws (C×T×E) | wall (s) | CPU (s) |", "|---|---|---:|---:|"]
-    for r in rows:
-        shape = "×".join(f"{d:,}" for d in r["shape"])
-        lines.append(f"| {r['call']} | {shape} | {r['seconds']:.3f} | {r['cpu_seconds']:.3f} |")
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------------------------
 # Measurement and report
 
@@ -592,25 +585,6 @@ def format_rate(rate: float) -> str:
     return f"{rate:.3g}"
 
 
-def markdown_table(results: list[dict[str, Any]]) -> str:
-    lines = [
-        "| row | library | chain-steps/s | wall (s) | CPU (s) | acceptance | ours/this "
-        "| cost/floor | CPU cost/floor |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        acceptance = "—" if r["library"] == "floor" else f"{r['acceptance']:.3f}"
-        speedup = "—" if r["library"] in ("nflows_jax", "floor") else f"{r['ours_speedup']:.2f}"
-        lines.append(
-            f"| {r['title']} ({r['num_chains']}×{r['num_steps']}) | {r['library']} | "
-            f"{format_rate(r['chain_steps_per_s'])} | {r['seconds']:.3f} | "
-            f"{r['cpu_seconds']:.3f} | "
-            f"{acceptance} | {speedup} | {r['cost_over_floor']:.2f} | "
-            f"{r['cpu_cost_over_floor']:.2f} |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run")
@@ -644,16 +618,6 @@ def main() -> None:
             args.repeats,
             run_key,
         )
-    table = markdown_table(results)
-    print()
-    print(table)
-    print(
-        "\nours/this = this library's wall time / nflows_jax's wall time (> 1: ours is faster); "
-        "cost/floor = wall time / the floor's wall time (1.0 = at the floor); CPU cost/floor: the "
-        "same with process CPU time, steadier than wall time on a shared machine. Best of "
-        f"{args.repeats} timed calls each."
-    )
-
     meta = {
         "jax": jax.__version__,
         "blackjax": blackjax.__version__,
@@ -669,19 +633,23 @@ def main() -> None:
         "repeats": args.repeats,
         "total_seconds": time.perf_counter() - start,
     }
-    report = {"meta": meta, "rows": results, "table": table}
+    report = {"meta": meta, "rows": results}
     if DIAGNOSTICS_ROW in args.rows:
         diagnostics_key = jax.random.fold_in(jax.random.PRNGKey(args.seed), len(ROWS))
         report["diagnostics"] = time_diagnostics(args.quick, args.repeats, diagnostics_key)
-        report["diagnostics_table"] = diagnostics_table(report["diagnostics"])
-        print()
-        print(report["diagnostics_table"])
         meta["total_seconds"] = time.perf_counter() - start
     meta["load_average_at_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"wrote {out} ({meta['total_seconds']:.0f} s)")
+    print(
+        "\nours/this = this library's wall time / nflows_jax's wall time (> 1: ours is faster); "
+        "cost/floor = wall time / the floor's wall time (1.0 = at the floor); CPU cost/floor: the "
+        "same with process CPU time, steadier than wall time on a shared machine. Best of "
+        f"{args.repeats} timed calls each."
+    )
+    report_tables(out)
 
 
 if __name__ == "__main__":

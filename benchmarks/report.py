@@ -1072,6 +1072,23 @@ def render_region(name: str, results: dict[str, Any], out_dir: Path) -> str | No
         ) from error
 
 
+def print_tables(result_path: Path) -> None:
+    """Print every region rendered from the results file just written at ``result_path`` (with
+    the other files beside it), as BENCHMARKS.md shows it: the benchmark scripts print their
+    tables with these renderers, so each table has one definition."""
+    result_path = Path(result_path)
+    results = load_results(result_path.parent)
+    names = [name for name, r in RENDERERS.items() if result_path.name in r.sources]
+    if not names:
+        print(f"(no BENCHMARKS.md table reads {result_path.name})")
+    for name in names:
+        rendered = render_region(name, results, result_path.parent)
+        missing = [s for s in RENDERERS[name].sources if s not in results]
+        print(f"\n{name}:" + (f" needs {', '.join(missing)} too" if rendered is None else ""))
+        if rendered is not None:
+            print(rendered)
+
+
 def render_document(text: str, results: dict[str, Any], out_dir: Path) -> tuple[str, list[str]]:
     """The document with every region re-rendered, and the warnings (regions left as they were)."""
     lines = text.split("\n")
