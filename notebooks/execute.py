@@ -26,29 +26,21 @@ SIZE_VARIABLE = "NFLOWS_NOTEBOOK_SIZE"
 def execute(path: Path, size: str = "full", write: bool = False, timeout: int = 900) -> float:
     """Run the notebook at ``path`` with ``NFLOWS_NOTEBOOK_SIZE=size``; returns seconds taken.
 
-    The kernel inherits this process's environment, so the size reaches the notebook's first cell.
+    The kernel gets this process's environment plus the size, which its first cell reads.
     With ``write`` the executed notebook (outputs, figures, no execution timestamps) replaces the
     file. Raises ``nbclient.exceptions.CellExecutionError`` naming the failing cell.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}, got {size!r}")
     notebook = nbformat.read(path, as_version=4)
-    previous = os.environ.get(SIZE_VARIABLE)
-    os.environ[SIZE_VARIABLE] = size
     start = time.perf_counter()
-    try:
-        NotebookClient(
-            notebook,
-            timeout=timeout,
-            kernel_name="python3",
-            record_timing=False,
-            resources={"metadata": {"path": str(path.parent)}},
-        ).execute()
-    finally:
-        if previous is None:
-            del os.environ[SIZE_VARIABLE]
-        else:
-            os.environ[SIZE_VARIABLE] = previous
+    NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        record_timing=False,
+        resources={"metadata": {"path": str(path.parent)}},
+    ).execute(env={**os.environ, SIZE_VARIABLE: size})
     seconds = time.perf_counter() - start
     if write:
         nbformat.write(notebook, path)
