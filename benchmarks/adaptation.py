@@ -38,7 +38,6 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from report import print_tables as report_tables  # benchmarks/ is on sys.path as a script
+from timing import call_timed, compile_timed
 
 from nflows_jax.sampling.adaptation import adapt, chees_adaptation, window_adaptation
 from nflows_jax.sampling.diagnostics import effective_sample_size, split_rhat
@@ -67,18 +67,6 @@ def target(name: str) -> tuple[Callable[[Array], Array], int]:
     else:
         raise ValueError(f"unknown target {name!r}; choose from {TARGETS}")
     return posterior.logdensity, posterior.dim
-
-
-def timed_compile(fn: Callable, *args) -> tuple[Callable, float]:
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    return compiled, time.perf_counter() - start
-
-
-def timed_call(compiled: Callable, *args) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(*args))
-    return out, time.perf_counter() - start
 
 
 # ------------------------------------------------------------------------------------------------
@@ -213,13 +201,13 @@ def blackjax_chees(logdensity_fn, num_chains: int, num_warmup: int, num_samples:
 def run_row(name, target_name, parts, key, positions) -> dict[str, Any]:
     run_warmup, sampler = parts
     key_warm, key_sample = jax.random.split(key)
-    compiled, warm_compile = timed_compile(run_warmup, key_warm, positions)
-    (states, parameters, warm_grads), warm_seconds = timed_call(compiled, key_warm, positions)
+    compiled, warm_compile, _ = compile_timed(run_warmup, (key_warm, positions))
+    (states, parameters, warm_grads), warm_seconds, _ = call_timed(compiled, (key_warm, positions))
     # The sampling kernel is built from concrete warm-up parameters, as a user would.
     parameters = jax.device_get(parameters)
     run_sampling = sampler(parameters)
-    compiled, sample_compile = timed_compile(run_sampling, key_sample, states)
-    (draws, sample_grads), sample_seconds = timed_call(compiled, key_sample, states)
+    compiled, sample_compile, _ = compile_timed(run_sampling, (key_sample, states))
+    (draws, sample_grads), sample_seconds, _ = call_timed(compiled, (key_sample, states))
     ess = np.asarray(effective_sample_size(draws), np.float64)
     gradients = float(warm_grads) + float(sample_grads)
     seconds = warm_seconds + sample_seconds

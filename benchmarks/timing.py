@@ -28,14 +28,14 @@ from typing import Any
 import jax
 
 
-def _compile(fn: Callable, args: tuple) -> tuple[Callable, float, float]:
+def compile_timed(fn: Callable, args: tuple) -> tuple[Callable, float, float]:
     """(compiled, wall seconds, process CPU seconds) of lowering and compiling ``jax.jit(fn)``."""
     start, cpu_start = time.perf_counter(), time.process_time()
     compiled = jax.jit(fn).lower(*args).compile()
     return compiled, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def _timed(compiled: Callable, args: tuple) -> tuple[Any, float, float]:
+def call_timed(compiled: Callable, args: tuple) -> tuple[Any, float, float]:
     """(output, wall seconds, process CPU seconds) of one call, ended by block_until_ready."""
     start, cpu_start = time.perf_counter(), time.process_time()
     output = jax.block_until_ready(compiled(*args))
@@ -58,10 +58,10 @@ def time_calls(
     results: dict[str, dict[str, Any]] = {}
     compiled = {}
     for name, (fn, args) in calls.items():
-        compiled[name], compile_s, compile_cpu_s = _compile(fn, args)
+        compiled[name], compile_s, compile_cpu_s = compile_timed(fn, args)
         results[name] = {"compile_s": compile_s, "compile_cpu_s": compile_cpu_s}
     for name, (_, args) in calls.items():
-        output, first_call_s, _ = _timed(compiled[name], args)
+        output, first_call_s, _ = call_timed(compiled[name], args)
         results[name].update(first_call_s=first_call_s, output=output)
     round_s = sum(result["first_call_s"] for result in results.values())
     repeats = int(budget_s * len(calls) / max(round_s, 1e-9))
@@ -70,7 +70,7 @@ def time_calls(
     cpu: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, (_, args) in calls.items():
-            _, wall_s, cpu_s = _timed(compiled[name], args)
+            _, wall_s, cpu_s = call_timed(compiled[name], args)
             wall[name].append(wall_s)
             cpu[name].append(cpu_s)
     for name, result in results.items():
